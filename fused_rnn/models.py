@@ -1,0 +1,80 @@
+"""`FusedCharRNN`: the drop-in for `CharLoopModel` with the recurrence in one fused op."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .ops import BACKENDS, fused_recurrence
+
+
+def check_tokens(name: str, tokens: torch.Tensor, vocab_size: int, ndim: int, shape: str) -> None:
+    """Raise before any kernel runs when `tokens` is not an integer tensor of indices in [0, vocab_size)."""
+    if not isinstance(tokens, torch.Tensor):
+        raise TypeError(f"{name}: expected an integer tensor of shape {shape}, got {type(tokens).__name__}")
+    if tokens.dim() != ndim:
+        raise ValueError(f"{name}: expected shape {shape}, got {tuple(tokens.shape)}")
+    if tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool:
+        raise TypeError(f"{name}: expected an integer (long) tensor, got {tokens.dtype}")
+    if tokens.numel():
+        lo, hi = torch.aminmax(tokens)
+        lo, hi = int(lo), int(hi)
+        if lo < 0 or hi >= vocab_size:
+            bad = lo if lo < 0 else hi
+            raise IndexError(f"{name}: character index {bad} is outside [0, {vocab_size}) for vocab_size={vocab_size}")
+
+
+class FusedCharRNN(nn.Module):
+    """Character RNN with `CharLoopModel`'s constructor, submodules and state_dict.
+
+    The input half runs once for the whole vocabulary: ``table = relu(l_in(e.weight))``
+    (V, H), gathered for all T*B tokens in one indexing op (a per-token
+    ``relu(l_in(e(c)))`` gives the same rows). The recurrence runs through
+    `fused_recurrence`.
+
+    Args:
+        vocab_size: V. n_fac: embedding width. n_hidden: H.
+        backend: passed to `fused_recurrence` ("auto", "triton" or "torch").
+    """
+
+    def __init__(self, vocab_size: int, n_fac: int, n_hidden: int, *, backend: str = "auto") -> None:
+        super().__init__()
+        if backend not in BACKENDS:
+            raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+        self.n_hidden = n_hidden
+        self.backend = backend
+        self.e = nn.Embedding(vocab_size, n_fac)
+        self.l_in = nn.Linear(n_fac, n_hidden)
+        self.l_hidden = nn.Linear(n_hidden, n_hidden)
+        self.l_out = nn.Linear(n_hidden, vocab_size)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.e.num_embeddings
+
+    def recur(self, tokens: torch.Tensor, h0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """tokens (B, T) -> hidden states hs (T, B, H) and h_n (B, H)."""
+        check_tokens("tokens", tokens, self.vocab_size, 2, "(B, T)")
+        table = F.relu(self.l_in(self.e.weight))  # (V, H)
+        inp = F.embedding(tokens.t(), table)  # (T, B, H)
+        return fused_recurrence(inp, self.l_hidden.weight, self.l_hidden.bias, h0, backend=self.backend)
+
+    def forward_sequence(self, tokens: torch.Tensor, h0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """tokens (B, T) -> log-probabilities (B, T, V) at every position, and h_n (B, H).
+
+        Pass h_n back as `h0` (detached) to carry the state across batches.
+        """
+        hs, hn = self.recur(tokens, h0)
+        return F.log_softmax(self.l_out(hs.transpose(0, 1)), dim=-1), hn
+
+    def forward(self, *cs: torch.Tensor) -> torch.Tensor:
+        """T LongTensors of shape (B,) -> log-probabilities (B, V) of the next character."""
+        if not cs:
+            raise ValueError("cs: expected at least one (B,) tensor of character indices")
+        for i, c in enumerate(cs):
+            if not isinstance(c, torch.Tensor) or c.dim() != 1 or c.shape != cs[0].shape:
+                got = tuple(c.shape) if isinstance(c, torch.Tensor) else type(c).__name__
+                raise ValueError(f"cs[{i}]: expected shape (B,) = {tuple(cs[0].shape)} like cs[0], got {got}")
+        _, hn = self.recur(torch.stack(cs, dim=1))
+        return F.log_softmax(self.l_out(hn), dim=-1)

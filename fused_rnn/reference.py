@@ -1,0 +1,70 @@
+"""Plain-PyTorch truth: the Python-loop char model and the recurrence it runs.
+
+Nothing here is fast; everything here is obviously right.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class CharLoopModel(nn.Module):
+    """The classic character-level RNN, one Python iteration per character.
+
+    ``h = 0; for c in cs: h = tanh(l_hidden(h + relu(l_in(e(c)))))``, then
+    ``log_softmax(l_out(h))``.
+
+    Args:
+        vocab_size: number of distinct characters V.
+        n_fac: embedding width F.
+        n_hidden: hidden size H.
+    """
+
+    def __init__(self, vocab_size: int, n_fac: int, n_hidden: int) -> None:
+        super().__init__()
+        self.n_hidden = n_hidden
+        self.e = nn.Embedding(vocab_size, n_fac)
+        self.l_in = nn.Linear(n_fac, n_hidden)
+        self.l_hidden = nn.Linear(n_hidden, n_hidden)
+        self.l_out = nn.Linear(n_hidden, vocab_size)
+
+    def forward(self, *cs: torch.Tensor) -> torch.Tensor:
+        """T LongTensors of shape (B,) -> log-probabilities (B, V) of the next character."""
+        if not cs:
+            raise ValueError("cs: expected at least one (B,) tensor of character indices")
+        w = self.l_hidden.weight
+        h = torch.zeros(cs[0].shape[0], self.n_hidden, device=w.device, dtype=w.dtype)
+        for c in cs:
+            inp = F.relu(self.l_in(self.e(c)))
+            h = torch.tanh(self.l_hidden(h + inp))
+        return F.log_softmax(self.l_out(h), dim=-1)
+
+
+def recurrence_reference(
+    inp: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    h0: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``hs[t] = tanh((hs[t-1] + inp[t]) @ weight.T + bias)``, one step at a time.
+
+    Args:
+        inp: (T, B, H) per-step input.
+        weight: (H, H).
+        bias: (H,) or None.
+        h0: (B, H) or None for zeros.
+
+    Returns:
+        hs (T, B, H) and h_n (B, H), differentiable through autograd.
+    """
+    T, B, H = inp.shape
+    h = inp.new_zeros(B, H) if h0 is None else h0
+    hs = []
+    for t in range(T):
+        h = torch.tanh(F.linear(h + inp[t], weight, bias))
+        hs.append(h)
+    if not hs:
+        return inp.new_empty(0, B, H), h
+    return torch.stack(hs), h

@@ -1,0 +1,18 @@
+"""Triton kernels of fused_rnn (installed as ``fused_rnn.kernels``). Only ``@triton.jit`` code lives here."""
+
+from .fused_recurrent import fused_recurrent_bwd_kernel, fused_recurrent_fwd_kernel
+from .split_recurrent import (
+    split_recurrent_bwd_kernel,
+    split_recurrent_bwd_step_kernel,
+    split_recurrent_fwd_kernel,
+    split_recurrent_fwd_step_kernel,
+)
+
+__all__ = [
+    "fused_recurrent_fwd_kernel",
+    "fused_recurrent_bwd_kernel",
+    "split_recurrent_fwd_kernel",
+    "split_recurrent_fwd_step_kernel",
+    "split_recurrent_bwd_kernel",
+    "split_recurrent_bwd_step_kernel",
+]

@@ -1,0 +1,113 @@
+"""Single-program persistent recurrence: W_h stays on chip for all T steps.
+
+    x_t = h_{t-1} + inp_t
+    h_t = tanh(x_t @ W^T + bias)
+
+Dimension legend:
+    T   time steps (runtime, never specialised)
+    B   batch rows; BB rows per program, grid = cdiv(B, BB)
+    H   hidden size; BH = next power of two >= max(H, 16), padded lanes masked
+
+Every tensor is contiguous. Pointers advance by B*H per step, so offsets into
+(T, B, H) buffers are 64-bit even when T*B*H passes 2**31 (B*H < 2**31 is
+checked by the launcher).
+"""
+
+import triton
+import triton.language as tl
+
+from .utils import tanh_f32
+
+
+@triton.jit(do_not_specialize=["T"])
+def fused_recurrent_fwd_kernel(
+    inp,  # (T, B, H)
+    wt,  # (H, H) W^T, contiguous
+    bias,  # (H,)
+    h0,  # (B, H)
+    hs,  # (T, B, H) out
+    hn,  # (B, H) out
+    T,
+    B,
+    H,
+    BB: tl.constexpr,
+    BH: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    i_b = tl.program_id(0)
+    o_b = i_b * BB + tl.arange(0, BB)
+    o_h = tl.arange(0, BH)
+    m_h = o_h < H
+    m_bh = (o_b < B)[:, None] & m_h[None, :]
+    o_bh = o_b[:, None] * H + o_h[None, :]  # [BB, BH]
+
+    # a = x @ W^T: W^T comes in row-major, loaded once and kept for all T
+    b_wt = tl.load(wt + o_h[:, None] * H + o_h[None, :], mask=m_h[:, None] & m_h[None, :], other=0.0)  # [BH, BH]
+    b_bias = tl.load(bias + o_h, mask=m_h, other=0.0).to(tl.float32)  # [BH]
+    b_h = tl.load(h0 + o_bh, mask=m_bh, other=0.0).to(tl.float32)  # [BB, BH]
+
+    p_inp = inp + o_bh
+    p_hs = hs + o_bh
+    for _ in range(T):
+        b_x = b_h + tl.load(p_inp, mask=m_bh, other=0.0).to(tl.float32)
+        # operands in W's dtype (tensor cores for half / tf32), accumulation in fp32
+        b_a = tl.dot(b_x.to(b_wt.dtype), b_wt, input_precision=DOT_PRECISION, out_dtype=tl.float32)
+        b_h = tanh_f32(b_a + b_bias[None, :])
+        tl.store(p_hs, b_h.to(hs.dtype.element_ty), mask=m_bh)
+        p_inp += B * H
+        p_hs += B * H
+    tl.store(hn + o_bh, b_h.to(hn.dtype.element_ty), mask=m_bh)
+
+
+@triton.jit(do_not_specialize=["T"])
+def fused_recurrent_bwd_kernel(
+    w,  # (H, H)
+    hs,  # (T, B, H)
+    dhs,  # (T, B, H), read only when HAS_DHS
+    dhn,  # (B, H), read only when HAS_DHN
+    da,  # (T, B, H) fp32 out: dL/d(pre-activation), reduced into dW and db by the caller
+    dinp,  # (T, B, H) out
+    dh0,  # (B, H) out
+    T,
+    B,
+    H,
+    BB: tl.constexpr,
+    BH: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    HAS_DHS: tl.constexpr,
+    HAS_DHN: tl.constexpr,
+):
+    i_b = tl.program_id(0)
+    o_b = i_b * BB + tl.arange(0, BB)
+    o_h = tl.arange(0, BH)
+    m_h = o_h < H
+    m_bh = (o_b < B)[:, None] & m_h[None, :]
+    o_bh = o_b[:, None] * H + o_h[None, :]  # [BB, BH]
+
+    # dx = da @ W, so W is used as stored
+    b_w = tl.load(w + o_h[:, None] * H + o_h[None, :], mask=m_h[:, None] & m_h[None, :], other=0.0)  # [BH, BH]
+    b_carry = tl.zeros([BB, BH], dtype=tl.float32)
+    if HAS_DHN:
+        b_carry += tl.load(dhn + o_bh, mask=m_bh, other=0.0).to(tl.float32)
+
+    # start at step T-1 and walk back; (T - 1) * B * H is formed in 64 bits
+    o_last = (T - 1).to(tl.int64) * B * H
+    p_hs = hs + o_last + o_bh
+    p_dhs = dhs + o_last + o_bh
+    p_da = da + o_last + o_bh
+    p_dinp = dinp + o_last + o_bh
+    for _ in range(T):
+        b_dh = b_carry
+        if HAS_DHS:
+            b_dh += tl.load(p_dhs, mask=m_bh, other=0.0).to(tl.float32)
+        b_h = tl.load(p_hs, mask=m_bh, other=0.0).to(tl.float32)
+        b_da = b_dh * (1.0 - b_h * b_h)
+        tl.store(p_da, b_da, mask=m_bh)
+        # the carry into step t is both dL/d inp_t and dL/d h_{t-1}
+        b_carry = tl.dot(b_da.to(b_w.dtype), b_w, input_precision=DOT_PRECISION, out_dtype=tl.float32)
+        tl.store(p_dinp, b_carry.to(dinp.dtype.element_ty), mask=m_bh)
+        p_hs -= B * H
+        p_dhs -= B * H
+        p_da -= B * H
+        p_dinp -= B * H
+    tl.store(dh0 + o_bh, b_carry.to(dh0.dtype.element_ty), mask=m_bh)

@@ -1,0 +1,45 @@
+"""Device helpers shared by the recurrence kernels.
+
+Dimension legend: none; these act elementwise or on a scalar counter.
+"""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def tanh_f32(x):
+    """Float32 tanh, within 2 ulp of the float64 value on every finite input.
+
+    Core ops only, so the compiled kernel and the interpreter run the same code
+    (libdevice is not available in the interpreter). Small |x| uses an odd
+    polynomial (no cancellation), large |x| uses 1 - 2 / (exp(2|x|) + 1), which
+    saturates to exactly +-1 and propagates NaN.
+    """
+    z = tl.abs(x)
+    zz = z * z
+    p = -5.70498872745e-3 * zz + 2.06390887954e-2
+    p = p * zz - 5.37397155531e-2
+    p = p * zz + 1.33314422036e-1
+    p = p * zz - 3.33332819422e-1
+    small = p * zz * z + z
+    big = 1.0 - 2.0 / (tl.exp(2.0 * z) + 1.0)
+    r = tl.where(z < 0.625, small, big)
+    return tl.where(x < 0, -r, r)
+
+
+@triton.jit
+def grid_barrier(p_count, target):
+    """Wait until `target` arrivals are counted at `p_count` (int32, global memory).
+
+    Every program of the group calls this once per phase with target = phase * n.
+    The CTA barrier makes all of this program's stores happen before the release
+    arrival; the acquire poll orders the loads that follow after every other
+    program's release. Needs every program of the group resident at once.
+    """
+    tl.debug_barrier()
+    tl.atomic_add(p_count, 1, sem="release", scope="gpu")
+    arrived = tl.atomic_add(p_count, 0, sem="acquire", scope="gpu")
+    while arrived < target:
+        arrived = tl.atomic_add(p_count, 0, sem="acquire", scope="gpu")
+    tl.debug_barrier()
