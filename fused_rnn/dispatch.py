@@ -20,6 +20,18 @@ SPLIT_MAX_H = {torch.float32: 1024, torch.float16: 2048, torch.bfloat16: 2048}
 SPLIT_BN = 16
 BLOCK_B = 16
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+#: (mode, block_h) -> (forward warps, backward warps): the first count, of 4 / 8 / 16,
+#: that builds without spills for every dtype on sm_80 and sm_90 (compile gate).
+WARPS = {
+    ("single", 16): (4, 4),
+    ("single", 32): (4, 4),
+    ("single", 64): (4, 4),
+    ("single", 128): (8, 16),  # fp32 backward spills 16 B on sm_80 at 8 warps
+    ("split", 256): (8, 8),
+    ("split", 512): (8, 8),
+    ("split", 1024): (8, 16),  # half backward step spills 136 B on sm_90 at 8 warps
+    ("split", 2048): (8, 8),
+}
 
 
 @dataclass(frozen=True)
@@ -30,6 +42,7 @@ class KernelConfig:
     block_b: batch rows per program. block_h: H padded to a power of two >= 16
     (the reduction width). block_n: output columns per program (= block_h for
     "single"). dot_precision: "ieee" or "tf32" (only read for float32).
+    num_warps / num_warps_bwd: warps per program of the forward / backward kernels.
     """
 
     mode: str
@@ -38,6 +51,7 @@ class KernelConfig:
     block_n: int
     num_warps: int
     dot_precision: str
+    num_warps_bwd: int = 8
 
     @property
     def n_split(self) -> int:
@@ -80,9 +94,9 @@ def select_config(
         return None
     bh = padded(H)
     if H <= SINGLE_MAX_H:
-        return KernelConfig("single", BLOCK_B, bh, bh, 4 if bh <= 64 else 8, precision)
+        return KernelConfig("single", BLOCK_B, bh, bh, WARPS["single", bh][0], precision, WARPS["single", bh][1])
     if H <= SPLIT_MAX_H[dtype]:
-        return KernelConfig("split", BLOCK_B, bh, SPLIT_BN, 16 if bh >= 2048 else 8, precision)
+        return KernelConfig("split", BLOCK_B, bh, SPLIT_BN, WARPS["split", bh][0], precision, WARPS["split", bh][1])
     return None
 
 

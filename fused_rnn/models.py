@@ -60,7 +60,9 @@ class FusedCharRNN(nn.Module):
         inp = F.embedding(tokens.t(), table)  # (T, B, H)
         return fused_recurrence(inp, self.l_hidden.weight, self.l_hidden.bias, h0, backend=self.backend)
 
-    def forward_sequence(self, tokens: torch.Tensor, h0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_sequence(
+        self, tokens: torch.Tensor, h0: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """tokens (B, T) -> log-probabilities (B, T, V) at every position, and h_n (B, H).
 
         Pass h_n back as `h0` (detached) to carry the state across batches.

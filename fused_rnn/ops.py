@@ -28,7 +28,10 @@ def _validate(inp, weight, bias, h0) -> None:
     T, B, H = inp.shape
     _check_tensor("weight", weight, f"(H, H) = ({H}, {H})", 2)
     if tuple(weight.shape) != (H, H):
-        raise ValueError(f"weight: expected shape (H, H) = ({H}, {H}) to match inp (T, B, H) = {tuple(inp.shape)}, got {tuple(weight.shape)}")
+        raise ValueError(
+            f"weight: expected shape (H, H) = ({H}, {H}) to match inp (T, B, H) = {tuple(inp.shape)}, "
+            f"got {tuple(weight.shape)}"
+        )
     named = [("weight", weight)]
     if bias is not None:
         _check_tensor("bias", bias, f"(H,) = ({H},)", 1)

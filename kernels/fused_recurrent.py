@@ -16,7 +16,7 @@ checked by the launcher).
 import triton
 import triton.language as tl
 
-from .utils import tanh_f32
+from .utils import dot_f32, tanh_f32
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -50,8 +50,7 @@ def fused_recurrent_fwd_kernel(
     p_hs = hs + o_bh
     for _ in range(T):
         b_x = b_h + tl.load(p_inp, mask=m_bh, other=0.0).to(tl.float32)
-        # operands in W's dtype (tensor cores for half / tf32), accumulation in fp32
-        b_a = tl.dot(b_x.to(b_wt.dtype), b_wt, input_precision=DOT_PRECISION, out_dtype=tl.float32)
+        b_a = dot_f32(b_x, b_wt, DOT_PRECISION)
         b_h = tanh_f32(b_a + b_bias[None, :])
         tl.store(p_hs, b_h.to(hs.dtype.element_ty), mask=m_bh)
         p_inp += B * H
@@ -104,7 +103,7 @@ def fused_recurrent_bwd_kernel(
         b_da = b_dh * (1.0 - b_h * b_h)
         tl.store(p_da, b_da, mask=m_bh)
         # the carry into step t is both dL/d inp_t and dL/d h_{t-1}
-        b_carry = tl.dot(b_da.to(b_w.dtype), b_w, input_precision=DOT_PRECISION, out_dtype=tl.float32)
+        b_carry = dot_f32(b_da, b_w, DOT_PRECISION)
         tl.store(p_dinp, b_carry.to(dinp.dtype.element_ty), mask=m_bh)
         p_hs -= B * H
         p_dhs -= B * H

@@ -27,7 +27,7 @@ dtype anyway. Offsets into (T, B, H) buffers are formed in 64 bits.
 import triton
 import triton.language as tl
 
-from .utils import grid_barrier, tanh_f32
+from .utils import dot_f32, grid_barrier, tanh_f32
 
 
 @triton.jit
@@ -60,10 +60,12 @@ def _rows(p, i_b, B, H, BB: tl.constexpr, BK: tl.constexpr):
 
 
 @triton.jit
-def _fwd_step(p_prev, p_u, p_hs, b_wt, i_b, B, H, o_bn, m_bn, BB: tl.constexpr, BK: tl.constexpr, DOT_PRECISION: tl.constexpr):
+def _fwd_step(
+    p_prev, p_u, p_hs, b_wt, i_b, B, H, o_bn, m_bn, BB: tl.constexpr, BK: tl.constexpr, DOT_PRECISION: tl.constexpr
+):
     """One step for one program: full rows of h_{t-1} in, its slice of h_t out."""
     b_x = _rows(p_prev, i_b, B, H, BB, BK)  # [BB, BK]
-    b_a = tl.dot(b_x.to(b_wt.dtype), b_wt, input_precision=DOT_PRECISION, out_dtype=tl.float32)  # [BB, BN]
+    b_a = dot_f32(b_x, b_wt, DOT_PRECISION)  # [BB, BN]
     b_h = tanh_f32(b_a + tl.load(p_u + o_bn, mask=m_bn, other=0.0).to(tl.float32))
     tl.store(p_hs + o_bn, b_h.to(p_hs.dtype.element_ty), mask=m_bn)
     return b_h
@@ -80,10 +82,12 @@ def _bwd_da(b_carry, p_hs, p_dhs, p_da, o_bn, m_bn, HAS_DHS: tl.constexpr):
 
 
 @triton.jit
-def _bwd_carry(p_da, p_dinp, b_w, i_b, B, H, o_bn, m_bn, BB: tl.constexpr, BK: tl.constexpr, DOT_PRECISION: tl.constexpr):
+def _bwd_carry(
+    p_da, p_dinp, b_w, i_b, B, H, o_bn, m_bn, BB: tl.constexpr, BK: tl.constexpr, DOT_PRECISION: tl.constexpr
+):
     """carry slice = da_t (all columns) @ W[:, slice]: it is dL/d inp_t and dL/d h_{t-1}."""
     b_da = _rows(p_da, i_b, B, H, BB, BK)  # [BB, BK]
-    b_carry = tl.dot(b_da.to(b_w.dtype), b_w, input_precision=DOT_PRECISION, out_dtype=tl.float32)  # [BB, BN]
+    b_carry = dot_f32(b_da, b_w, DOT_PRECISION)  # [BB, BN]
     tl.store(p_dinp + o_bn, b_carry.to(p_dinp.dtype.element_ty), mask=m_bn)
     return b_carry
 

@@ -3,8 +3,24 @@
 Dimension legend: none; these act elementwise or on a scalar counter.
 """
 
+import os
+
 import triton
 import triton.language as tl
+
+#: Kernels built for Triton's CPU interpreter (read once, like triton itself does).
+INTERPRETED = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") == "1")
+
+
+@triton.jit
+def dot_f32(a, b, DOT_PRECISION: tl.constexpr):
+    """a @ b with float32 accumulation; operands in b's dtype (tensor cores for half / tf32)."""
+    a = a.to(b.dtype)
+    if INTERPRETED and b.dtype == tl.bfloat16:
+        # the interpreter multiplies bf16 bit patterns as integers; bf16 products are
+        # exact in fp32, so an fp32 dot of the same operands gives the same sums
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    return tl.dot(a, b, input_precision=DOT_PRECISION, out_dtype=tl.float32)
 
 
 @triton.jit
