@@ -112,8 +112,10 @@ def forward(
     if inp.is_cuda and _grid_barrier_enabled():
         count = torch.zeros(n_b, dtype=torch.int32, device=inp.device)
         args = (u, wt, h0, hs, hn, count, T, B, H)
-        if _persistent_fits(K.split_recurrent_fwd_kernel, args, meta, grid, inp.device):
-            K.split_recurrent_fwd_kernel[grid](*args, **meta, launch_cooperative_grid=True)
+        # a cooperative launch makes the driver refuse a grid that cannot be co-resident
+        kw = dict(meta, launch_cooperative_grid=True)
+        if _persistent_fits(K.split_recurrent_fwd_kernel, args, kw, grid, inp.device):
+            K.split_recurrent_fwd_kernel[grid](*args, **kw)
             return hs, hn
     for t in range(T):
         K.split_recurrent_fwd_step_kernel[grid](u, wt, h0, hs, hn, t, T, B, H, **meta)
@@ -147,13 +149,13 @@ def backward(
         return da, dinp, dh0
     grid = (n_b, triton.cdiv(H, cfg.block_n))
     meta = dict(BB=cfg.block_b, BK=cfg.block_h, BN=cfg.block_n, DOT_PRECISION=cfg.dot_precision)
-    meta["num_warps"] = cfg.num_warps_bwd
+    meta.update(num_warps=cfg.num_warps_bwd)
     if hs.is_cuda and _grid_barrier_enabled():
         count = torch.zeros(n_b, dtype=torch.int32, device=hs.device)
         args = (weight, hs, dhs_arg, hs if dhn is None else dhn, da, dinp, dh0, count, T, B, H)
-        kw = dict(meta, HAS_DHS=dhs is not None, HAS_DHN=dhn is not None)
+        kw = dict(meta, HAS_DHS=dhs is not None, HAS_DHN=dhn is not None, launch_cooperative_grid=True)
         if _persistent_fits(K.split_recurrent_bwd_kernel, args, kw, grid, hs.device):
-            K.split_recurrent_bwd_kernel[grid](*args, **kw, launch_cooperative_grid=True)
+            K.split_recurrent_bwd_kernel[grid](*args, **kw)
             return da, dinp, dh0
     carry = (
         torch.zeros(B, H, dtype=torch.float32, device=hs.device) if dhn is None else dhn.to(torch.float32, copy=True)

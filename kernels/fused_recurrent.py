@@ -19,6 +19,19 @@ import triton.language as tl
 from .utils import dot_f32, tanh_f32
 
 
+@triton.jit
+def _tile(B, H, BB: tl.constexpr, BH: tl.constexpr):
+    """Offsets and masks of this program's [BB, BH] rows and of a whole [BH, BH] matrix."""
+    o_b = tl.program_id(0) * BB + tl.arange(0, BB)
+    o_h = tl.arange(0, BH)
+    m_h = o_h < H
+    o_bh = o_b[:, None] * H + o_h[None, :]
+    m_bh = (o_b < B)[:, None] & m_h[None, :]
+    o_hh = o_h[:, None] * H + o_h[None, :]
+    m_hh = m_h[:, None] & m_h[None, :]
+    return o_h, m_h, o_bh, m_bh, o_hh, m_hh
+
+
 @triton.jit(do_not_specialize=["T"])
 def fused_recurrent_fwd_kernel(
     inp,  # (T, B, H)
@@ -34,15 +47,10 @@ def fused_recurrent_fwd_kernel(
     BH: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    i_b = tl.program_id(0)
-    o_b = i_b * BB + tl.arange(0, BB)
-    o_h = tl.arange(0, BH)
-    m_h = o_h < H
-    m_bh = (o_b < B)[:, None] & m_h[None, :]
-    o_bh = o_b[:, None] * H + o_h[None, :]  # [BB, BH]
+    o_h, m_h, o_bh, m_bh, o_hh, m_hh = _tile(B, H, BB, BH)
 
     # a = x @ W^T: W^T comes in row-major, loaded once and kept for all T
-    b_wt = tl.load(wt + o_h[:, None] * H + o_h[None, :], mask=m_h[:, None] & m_h[None, :], other=0.0)  # [BH, BH]
+    b_wt = tl.load(wt + o_hh, mask=m_hh, other=0.0)  # [BH, BH]
     b_bias = tl.load(bias + o_h, mask=m_h, other=0.0).to(tl.float32)  # [BH]
     b_h = tl.load(h0 + o_bh, mask=m_bh, other=0.0).to(tl.float32)  # [BB, BH]
 
@@ -64,7 +72,7 @@ def fused_recurrent_bwd_kernel(
     hs,  # (T, B, H)
     dhs,  # (T, B, H), read only when HAS_DHS
     dhn,  # (B, H), read only when HAS_DHN
-    da,  # (T, B, H) fp32 out: dL/d(pre-activation), reduced into dW and db by the caller
+    da,  # (T, B, H) out, storage dtype: dL/d(pre-activation), reduced into dW and db by the caller
     dinp,  # (T, B, H) out
     dh0,  # (B, H) out
     T,
@@ -76,15 +84,10 @@ def fused_recurrent_bwd_kernel(
     HAS_DHS: tl.constexpr,
     HAS_DHN: tl.constexpr,
 ):
-    i_b = tl.program_id(0)
-    o_b = i_b * BB + tl.arange(0, BB)
-    o_h = tl.arange(0, BH)
-    m_h = o_h < H
-    m_bh = (o_b < B)[:, None] & m_h[None, :]
-    o_bh = o_b[:, None] * H + o_h[None, :]  # [BB, BH]
+    o_h, m_h, o_bh, m_bh, o_hh, m_hh = _tile(B, H, BB, BH)
 
     # dx = da @ W, so W is used as stored
-    b_w = tl.load(w + o_h[:, None] * H + o_h[None, :], mask=m_h[:, None] & m_h[None, :], other=0.0)  # [BH, BH]
+    b_w = tl.load(w + o_hh, mask=m_hh, other=0.0)  # [BH, BH]
     b_carry = tl.zeros([BB, BH], dtype=tl.float32)
     if HAS_DHN:
         b_carry += tl.load(dhn + o_bh, mask=m_bh, other=0.0).to(tl.float32)
@@ -101,7 +104,7 @@ def fused_recurrent_bwd_kernel(
             b_dh += tl.load(p_dhs, mask=m_bh, other=0.0).to(tl.float32)
         b_h = tl.load(p_hs, mask=m_bh, other=0.0).to(tl.float32)
         b_da = b_dh * (1.0 - b_h * b_h)
-        tl.store(p_da, b_da, mask=m_bh)
+        tl.store(p_da, b_da.to(da.dtype.element_ty), mask=m_bh)
         # the carry into step t is both dL/d inp_t and dL/d h_{t-1}
         b_carry = dot_f32(b_da, b_w, DOT_PRECISION)
         tl.store(p_dinp, b_carry.to(dinp.dtype.element_ty), mask=m_bh)
