@@ -30,6 +30,11 @@ class CharLoopModel(nn.Module):
         self.l_hidden = nn.Linear(n_hidden, n_hidden)
         self.l_out = nn.Linear(n_hidden, vocab_size)
 
+    def step(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """One character: state (B, H), indices (B,) -> next state (B, H)."""
+        inp = F.relu(self.l_in(self.e(c)))
+        return torch.tanh(self.l_hidden(h + inp))
+
     def forward(self, *cs: torch.Tensor) -> torch.Tensor:
         """T LongTensors of shape (B,) -> log-probabilities (B, V) of the next character."""
         if not cs:
@@ -37,9 +42,20 @@ class CharLoopModel(nn.Module):
         w = self.l_hidden.weight
         h = torch.zeros(cs[0].shape[0], self.n_hidden, device=w.device, dtype=w.dtype)
         for c in cs:
-            inp = F.relu(self.l_in(self.e(c)))
-            h = torch.tanh(self.l_hidden(h + inp))
+            h = self.step(h, c)
         return F.log_softmax(self.l_out(h), dim=-1)
+
+    def forward_sequence(
+        self, tokens: torch.Tensor, h0: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """tokens (B, T) -> log-probabilities (B, T, V) after every prefix, and h_n (B, H)."""
+        w = self.l_hidden.weight
+        h = torch.zeros(tokens.shape[0], self.n_hidden, device=w.device, dtype=w.dtype) if h0 is None else h0
+        outs = []
+        for t in range(tokens.shape[1]):
+            h = self.step(h, tokens[:, t])
+            outs.append(self.l_out(h))
+        return F.log_softmax(torch.stack(outs, dim=1), dim=-1), h
 
 
 def recurrence_reference(

@@ -1,0 +1,168 @@
+"""`fused-rnn` / `python -m fused_rnn`: train, sample, bench, demo."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+
+from .data import DEFAULT_MODULES, DataError
+from .train import CheckpointError, TrainConfig, train
+
+DEFAULTS = TrainConfig()
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    d = DEFAULTS
+    p.add_argument(
+        "--text", metavar="FILE", help="UTF-8 training text (default: the embedded standard-library sources)"
+    )
+    p.add_argument(
+        "--steps", type=int, default=d.steps, help="total optimizer steps, counting resumed ones (%(default)s)"
+    )
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch of windows (%(default)s)")
+    p.add_argument("--seq-len", type=int, default=d.seq_len, help="characters per window, T (%(default)s)")
+    p.add_argument("--hidden", type=int, default=d.hidden, help="hidden size H (%(default)s)")
+    p.add_argument("--embed", type=int, default=d.embed, help="embedding width (n_fac) (%(default)s)")
+    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate (%(default)s)")
+    p.add_argument("--clip", type=float, default=d.clip, help="gradient-norm clip (%(default)s)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=d.device, help="auto: CUDA if present")
+    p.add_argument(
+        "--model",
+        choices=("fused", "reference"),
+        default=d.model,
+        help="fused: FusedCharRNN; reference: the Python-loop CharLoopModel, to compare speed (%(default)s)",
+    )
+    p.add_argument(
+        "--objective",
+        choices=("seq", "last"),
+        default=d.objective,
+        help="seq: predict every next character; last: only the one after the window (%(default)s)",
+    )
+    p.add_argument(
+        "--carry-state",
+        action="store_true",
+        help="walk contiguous streams and carry the hidden state across batches (truncated BPTT; seq only)",
+    )
+    p.add_argument("--seed", type=int, default=d.seed, help="seed for initialisation and batches (%(default)s)")
+    p.add_argument("--out", default=d.out, metavar="DIR", help="checkpoint.pt and metrics.json go here (%(default)s)")
+    p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt (steps and optimizer)")
+    p.add_argument("--eval-every", type=int, default=d.eval_every, help="validate and checkpoint every N steps")
+    p.add_argument("--eval-batches", type=int, default=d.eval_batches, help="validation batches per evaluation")
+    p.add_argument(
+        "--val-fraction", type=float, default=d.val_fraction, help="share of the text held out (%(default)s)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar or validation lines")
+
+
+def _add_sample_args(p: argparse.ArgumentParser, standalone: bool = True) -> None:
+    if standalone:
+        p.add_argument("--checkpoint", required=True, metavar="PATH", help="a checkpoint.pt written by train")
+        p.add_argument("--seed", dest="sample_seed", type=int, default=0, help="sampling seed (%(default)s)")
+    p.add_argument("--prime", default=None, help="text to start from (default: a newline)")
+    p.add_argument("--length", type=int, default=300, help="characters to generate (%(default)s)")
+    p.add_argument("--temperature", type=float, default=0.8, help="softmax temperature; 0 = greedy (%(default)s)")
+    p.add_argument("--top-k", type=int, default=0, help="sample among the K likeliest characters; 0 = all")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fused-rnn", description="Train and sample character-level RNNs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train", help="train a model", description="Train a char-RNN; torchrun runs it on N processes.")
+    _add_train_args(p)
+    p = sub.add_parser("sample", help="generate text from a checkpoint")
+    _add_sample_args(p)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA if present")
+    p = sub.add_parser(
+        "demo",
+        help="short training on the embedded default, a sample and a speed line",
+        description=f"Train on the embedded default text (the sources of {', '.join(DEFAULT_MODULES)}), "
+        "print a sample and the speed of the fused model against the Python-loop reference.",
+    )
+    _add_train_args(p)
+    _add_sample_args(p, standalone=False)
+    p.set_defaults(out="runs/demo", steps=1500, eval_every=250)
+    p = sub.add_parser("bench", help="the benchmark (bench/bench.py in a source checkout)", add_help=False)
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def _train_config(ns: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(**{f.name: getattr(ns, f.name) for f in fields(TrainConfig)})
+
+
+def _run_bench(args: list[str]) -> int:
+    path = Path(__file__).resolve().parent.parent / "bench" / "bench.py"
+    if not path.is_file():
+        print("error: the benchmark lives in bench/bench.py of a source checkout; none was found", file=sys.stderr)
+        return 2
+    spec = importlib.util.spec_from_file_location("fused_rnn_bench", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.main(args) or 0
+
+
+def _speed_line(cfg: TrainConfig) -> str:
+    """Time a few training steps of both models on one batch: chars/s and the ratio."""
+    from .train import Objective, build_model, resolve_device
+
+    device = resolve_device(cfg.device)
+    x = torch.randint(0, 64, (cfg.batch_size, cfg.seq_len), device=device)
+    rates = {}
+    for kind in ("fused", "reference"):
+        obj = Objective(build_model(kind, 64, cfg.embed, cfg.hidden).to(device), cfg.objective)
+        for i in range(4):  # one warm-up, three timed
+            if i == 1:
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+            obj(x, x)[0].backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        rates[kind] = 3 * x.numel() / (time.perf_counter() - t0)
+    from .ops import resolve_backend
+
+    backend = resolve_backend(torch.empty(1, 1, cfg.hidden, device=device), "auto")[0]
+    return (
+        f"speed ({device.type}, {backend} backend, B={cfg.batch_size} T={cfg.seq_len} H={cfg.hidden}): "
+        f"FusedCharRNN {rates['fused']:,.0f} chars/s, CharLoopModel {rates['reference']:,.0f} chars/s "
+        f"({rates['fused'] / rates['reference']:.1f}x)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    try:
+        if ns.command == "bench":
+            return _run_bench(ns.args)
+        if ns.command == "sample":
+            from .sample import sample
+
+            print(sample(ns.checkpoint, ns.prime, ns.length, ns.temperature, ns.top_k, ns.sample_seed, ns.device))
+            return 0
+        cfg = _train_config(ns)
+        last = train(cfg)
+        if os.environ.get("RANK", "0") != "0":
+            return 0  # one report, from rank 0
+        if "val_loss" in last:
+            print(f"final: step {last['step']}, val {last['val_loss']:.3f} nats/char ({last['val_bpc']:.3f} bpc)")
+        if ns.command == "demo":
+            from .sample import sample
+
+            print("sample:")
+            print(
+                sample(
+                    str(Path(cfg.out) / "checkpoint.pt"), ns.prime, ns.length, ns.temperature, ns.top_k, 0, cfg.device
+                )
+            )
+            print(_speed_line(cfg))
+        return 0
+    except (DataError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,211 @@
+"""The command line: training learns, checkpoints round-trip and resume, sampling, DDP, bad input."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fused_rnn.cli import main
+from fused_rnn.data import DEFAULT_MODULES, default_text
+from fused_rnn.train import load_checkpoint
+
+TINY = ["--hidden", "32", "--embed", "8", "--seq-len", "16", "--batch-size", "8", "--quiet"]
+
+
+@pytest.fixture
+def text_file(tmp_path: Path) -> Path:
+    p = tmp_path / "tiny.txt"
+    p.write_text("the quick brown fox jumps over the lazy dog.\n" * 60, encoding="utf-8")
+    return p
+
+
+def run(argv, capsys):
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def metrics(out: Path) -> dict:
+    return json.loads((out / "metrics.json").read_text())
+
+
+def test_training_learns_and_checkpoint_round_trips(text_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, _ = run(
+        ["train", "--text", text_file, "--steps", 60, "--eval-every", 20, "--out", out, *TINY], capsys
+    )
+    assert code == 0, stdout
+    m = metrics(out)
+    vals = [h["val_loss"] for h in m["history"]]
+    assert m["step"] == 60 and len(vals) == 3
+    assert vals[-1] < 0.75 * vals[0]  # a repetitive text is easy: the loss must clearly fall
+    assert m["val_bpc"] == pytest.approx(m["val_loss"] / 0.6931471805599453)
+    assert {"step", "train_loss", "val_loss", "val_bpc"} <= set(m)
+    ckpt = load_checkpoint(out / "checkpoint.pt")
+    assert ckpt["step"] == 60 and ckpt["vocab"] == "".join(sorted(set(text_file.read_text())))
+    assert "final: step 60" in stdout
+
+
+def test_resume_continues_the_step_count(text_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    base = ["train", "--text", text_file, "--eval-every", 10, "--out", out, *TINY]
+    assert run([*base, "--steps", 10], capsys)[0] == 0
+    first = load_checkpoint(out / "checkpoint.pt")
+    assert run([*base, "--steps", 20, "--resume"], capsys)[0] == 0
+    second = load_checkpoint(out / "checkpoint.pt")
+    assert second["step"] == 20
+    assert [h["step"] for h in metrics(out)["history"]] == [10, 20]
+    assert second["optimizer"]["state"][0]["step"].item() == 20  # Adam's count went on too
+    assert not torch.equal(first["model"]["l_hidden.weight"], second["model"]["l_hidden.weight"])
+
+
+def test_seeded_sampling_is_repeatable(text_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run(["train", "--text", text_file, "--steps", 30, "--eval-every", 30, "--out", out, *TINY], capsys)[0] == 0
+    ck = out / "checkpoint.pt"
+    args = ["sample", "--checkpoint", ck, "--prime", "the ", "--length", 40, "--temperature", 1.0]
+    a = run([*args, "--seed", 1], capsys)[1]
+    b = run([*args, "--seed", 1], capsys)[1]
+    c = run([*args, "--seed", 2], capsys)[1]
+    assert a == b and a != c
+    assert a.startswith("the ") and len(a.rstrip("\n")) == 44
+    greedy = run([*args, "--top-k", 1, "--seed", 3], capsys)[1]
+    assert greedy == run([*args, "--temperature", 0, "--seed", 4], capsys)[1]  # top-1 is argmax
+
+
+def test_sampling_steps_one_character_at_a_time(text_file, tmp_path, capsys, monkeypatch):
+    """The prime runs once; each new character is one T = 1 step from the carried state."""
+    out = tmp_path / "run"
+    assert run(["train", "--text", text_file, "--steps", 5, "--eval-every", 5, "--out", out, *TINY], capsys)[0] == 0
+    from fused_rnn.models import FusedCharRNN
+
+    lengths = []
+    orig = FusedCharRNN.forward_sequence
+
+    def spy(self, tokens, h0=None):
+        lengths.append((tokens.shape[1], h0 is None))
+        return orig(self, tokens, h0)
+
+    monkeypatch.setattr(FusedCharRNN, "forward_sequence", spy)
+    run(["sample", "--checkpoint", out / "checkpoint.pt", "--prime", "the qu", "--length", 7], capsys)
+    assert lengths == [(6, True)] + [(1, False)] * 7
+
+
+def test_reference_model_and_many_to_one_objective(text_file, tmp_path, capsys):
+    out = tmp_path / "ref"
+    argv = ["train", "--text", text_file, "--steps", 8, "--eval-every", 4, "--out", out, "--model", "reference"]
+    assert run([*argv, "--objective", "last", *TINY], capsys)[0] == 0
+    assert metrics(out)["step"] == 8
+    # a reference-trained checkpoint samples through the fused model: same state_dict
+    code, stdout, _ = run(["sample", "--checkpoint", out / "checkpoint.pt", "--length", 5], capsys)
+    assert code == 0 and len(stdout) > 0
+
+
+def test_carry_state_trains(text_file, tmp_path, capsys):
+    out = tmp_path / "carry"
+    argv = ["train", "--text", text_file, "--steps", 12, "--eval-every", 12, "--out", out, "--carry-state", *TINY]
+    assert run(argv, capsys)[0] == 0
+    assert metrics(out)["step"] == 12
+
+
+def test_embedded_default_text():
+    text = default_text()
+    assert len(text) > 100_000 and "def " in text
+    assert len(DEFAULT_MODULES) == 10
+
+
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        pytest.param(None, "no such file", id="missing"),
+        pytest.param(b"", "is empty", id="empty"),
+        pytest.param(b"abc\xff\xfedef", "not UTF-8", id="not-utf8"),
+        pytest.param(b"abc", "too short", id="too-short"),
+    ],
+)
+def test_bad_text(content, match, tmp_path, capsys):
+    p = tmp_path / "t.txt"
+    if content is not None:
+        p.write_bytes(content)
+    code, _, err = run(["train", "--text", p, "--steps", 1, "--out", tmp_path / "o", *TINY], capsys)
+    assert code == 2 and match in err and err.startswith("error: ") and err.count("\n") == 1
+
+
+class Hostile:
+    def __reduce__(self):
+        return (os.system, ("touch HACKED",))
+
+
+@pytest.mark.parametrize("kind", ["hostile", "foreign", "corrupt", "missing"])
+def test_bad_checkpoints_are_refused(kind, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    ck = tmp_path / "checkpoint.pt"
+    if kind == "hostile":
+        torch.save({"format": "fused_rnn.checkpoint/1", "model": Hostile()}, ck)
+    elif kind == "foreign":
+        torch.save({"a": 1}, ck)
+    elif kind == "corrupt":
+        ck.write_bytes(b"PK\x03\x04 this is not a zip archive")
+    code, _, err = run(["sample", "--checkpoint", ck, "--length", 3], capsys)
+    assert code == 2 and err.startswith("error: checkpoint: ") and err.count("\n") == 1
+    assert not (tmp_path / "HACKED").exists()  # weights_only: nothing ran
+
+
+def test_resume_with_another_shape_is_refused(text_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run(["train", "--text", text_file, "--steps", 2, "--eval-every", 2, "--out", out, *TINY], capsys)[0] == 0
+    argv = ["train", "--text", text_file, "--steps", 4, "--out", out, "--resume", *TINY, "--hidden", "48"]
+    code, _, err = run(argv, capsys)
+    assert code == 2 and "hidden=32" in err and "hidden=48" in err
+
+
+def test_unknown_prime_characters(text_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run(["train", "--text", text_file, "--steps", 2, "--eval-every", 2, "--out", out, *TINY], capsys)[0] == 0
+    code, _, err = run(["sample", "--checkpoint", out / "checkpoint.pt", "--prime", "the ZQ"], capsys)
+    assert code == 2 and "'QZ'" in err
+
+
+def _env():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # the torch path: faster here
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    return env
+
+
+def test_module_help():
+    out = subprocess.run([sys.executable, "-m", "fused_rnn", "train", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--carry-state" in out.stdout and "--seq-len" in out.stdout
+
+
+def test_two_gloo_processes_match_one(text_file, tmp_path):
+    """DDP over 2 CPU processes, each on half of every global batch, equals one process on all of it."""
+    common = ["train", "--text", str(text_file), "--steps", "6", "--eval-every", "3", *TINY, "--device", "cpu"]
+    one = subprocess.run(
+        [sys.executable, "-m", "fused_rnn", *common, "--out", str(tmp_path / "one")],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+        + ["-m", "fused_rnn", *common, "--out", str(tmp_path / "two")],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = metrics(tmp_path / "one"), metrics(tmp_path / "two")
+    for ha, hb in zip(a["history"], b["history"], strict=True):
+        assert hb["train_loss"] == pytest.approx(ha["train_loss"], rel=1e-4)
+        assert hb["val_loss"] == pytest.approx(ha["val_loss"], rel=1e-4)
+    wa = load_checkpoint(tmp_path / "one" / "checkpoint.pt")["model"]
+    wb = load_checkpoint(tmp_path / "two" / "checkpoint.pt")["model"]
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=1e-5)
