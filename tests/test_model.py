@@ -62,13 +62,15 @@ def test_forward_and_grads_match_reference(B, T, H, device, poison):
 
 def test_forward_is_last_position_of_forward_sequence(device):
     torch.set_float32_matmul_precision("highest")
-    _, fused = pair(20, device)
+    ref, fused = pair(20, device)
     tokens = torch.randint(0, V, (4, 6), device=device)
     logp, hn = fused.forward_sequence(tokens)
     assert logp.shape == (4, 6, V) and hn.shape == (4, 20)
     torch.testing.assert_close(fused(*tokens.t()), logp[:, -1], rtol=0, atol=0)
     for t in range(6):  # every position is the many-to-one model on the prefix
-        assert rel_err(logp[:, t], CharLoopModel.forward(fused, *tokens[:, : t + 1].t())) <= TOL["fp32"]["fwd"]
+        assert rel_err(logp[:, t], ref(*tokens[:, : t + 1].t())) <= TOL["fp32"]["fwd"]
+    ref_logp, ref_hn = ref.forward_sequence(tokens)
+    assert rel_err(logp, ref_logp) <= TOL["fp32"]["fwd"] and rel_err(hn, ref_hn) <= TOL["fp32"]["fwd"]
 
 
 def test_state_carries_across_batches(device):
