@@ -24,14 +24,20 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         "--text", metavar="FILE", help="UTF-8 training text (default: the embedded standard-library sources)"
     )
     p.add_argument(
-        "--steps", type=int, default=d.steps, help="total optimizer steps, counting resumed ones (%(default)s)"
+        "--steps",
+        metavar="N",
+        type=int,
+        default=d.steps,
+        help="total optimizer steps, counting resumed ones (%(default)s)",
     )
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch of windows (%(default)s)")
-    p.add_argument("--seq-len", type=int, default=d.seq_len, help="characters per window, T (%(default)s)")
-    p.add_argument("--hidden", type=int, default=d.hidden, help="hidden size H (%(default)s)")
-    p.add_argument("--embed", type=int, default=d.embed, help="embedding width (n_fac) (%(default)s)")
-    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate (%(default)s)")
-    p.add_argument("--clip", type=float, default=d.clip, help="gradient-norm clip (%(default)s)")
+    p.add_argument(
+        "--batch-size", metavar="B", type=int, default=d.batch_size, help="global batch of windows (%(default)s)"
+    )
+    p.add_argument("--seq-len", metavar="T", type=int, default=d.seq_len, help="characters per window, T (%(default)s)")
+    p.add_argument("--hidden", metavar="H", type=int, default=d.hidden, help="hidden size H (%(default)s)")
+    p.add_argument("--embed", metavar="F", type=int, default=d.embed, help="embedding width (n_fac) (%(default)s)")
+    p.add_argument("--lr", metavar="LR", type=float, default=d.lr, help="Adam learning rate (%(default)s)")
+    p.add_argument("--clip", metavar="NORM", type=float, default=d.clip, help="gradient-norm clip (%(default)s)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=d.device, help="auto: CUDA if present")
     p.add_argument(
         "--model",
@@ -50,13 +56,35 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="walk contiguous streams and carry the hidden state across batches (truncated BPTT; seq only)",
     )
-    p.add_argument("--seed", type=int, default=d.seed, help="seed for initialisation and batches (%(default)s)")
-    p.add_argument("--out", default=d.out, metavar="DIR", help="checkpoint.pt and metrics.json go here (%(default)s)")
-    p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt (steps and optimizer)")
-    p.add_argument("--eval-every", type=int, default=d.eval_every, help="validate and checkpoint every N steps")
-    p.add_argument("--eval-batches", type=int, default=d.eval_batches, help="validation batches per evaluation")
     p.add_argument(
-        "--val-fraction", type=float, default=d.val_fraction, help="share of the text held out (%(default)s)"
+        "--seed", metavar="S", type=int, default=d.seed, help="seed for initialisation and batches (%(default)s)"
+    )
+    p.add_argument("--out", default=d.out, metavar="DIR", help="checkpoint.pt and metrics.json go here (%(default)s)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from DIR/checkpoint.pt: step count, optimizer, and its --text unless given",
+    )
+    p.add_argument(
+        "--eval-every",
+        metavar="N",
+        type=int,
+        default=d.eval_every,
+        help="validate and checkpoint every N steps (%(default)s)",
+    )
+    p.add_argument(
+        "--eval-batches",
+        metavar="N",
+        type=int,
+        default=d.eval_batches,
+        help="validation batches per evaluation (%(default)s)",
+    )
+    p.add_argument(
+        "--val-fraction",
+        metavar="X",
+        type=float,
+        default=d.val_fraction,
+        help="share of the text held out (%(default)s)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar or validation lines")
 
@@ -64,11 +92,15 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 def _add_sample_args(p: argparse.ArgumentParser, standalone: bool = True) -> None:
     if standalone:
         p.add_argument("--checkpoint", required=True, metavar="PATH", help="a checkpoint.pt written by train")
-        p.add_argument("--seed", dest="sample_seed", type=int, default=0, help="sampling seed (%(default)s)")
-    p.add_argument("--prime", default=None, help="text to start from (default: a newline)")
-    p.add_argument("--length", type=int, default=300, help="characters to generate (%(default)s)")
-    p.add_argument("--temperature", type=float, default=0.8, help="softmax temperature; 0 = greedy (%(default)s)")
-    p.add_argument("--top-k", type=int, default=0, help="sample among the K likeliest characters; 0 = all")
+        p.add_argument(
+            "--seed", dest="sample_seed", type=int, default=0, metavar="S", help="sampling seed (%(default)s)"
+        )
+    p.add_argument("--prime", default=None, metavar="TEXT", help="text to start from (default: a newline)")
+    p.add_argument("--length", type=int, default=300, metavar="N", help="characters to generate (%(default)s)")
+    p.add_argument(
+        "--temperature", type=float, default=0.8, metavar="X", help="softmax temperature; 0 = greedy (%(default)s)"
+    )
+    p.add_argument("--top-k", type=int, default=0, metavar="K", help="sample among the K likeliest characters; 0 = all")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,7 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train a model", description="Train a char-RNN; torchrun runs it on N processes.")
     _add_train_args(p)
-    p = sub.add_parser("sample", help="generate text from a checkpoint")
+    p = sub.add_parser(
+        "sample",
+        help="generate text from a checkpoint",
+        description="Print the prime and N characters drawn one at a time, carrying the hidden state.",
+    )
     _add_sample_args(p)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA if present")
     p = sub.add_parser(
@@ -88,8 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(p)
     _add_sample_args(p, standalone=False)
     p.set_defaults(out="runs/demo", steps=1500, eval_every=250)
-    p = sub.add_parser("bench", help="the benchmark (bench/bench.py in a source checkout)", add_help=False)
-    p.add_argument("args", nargs=argparse.REMAINDER)
+    p = sub.add_parser("bench", help="the benchmark (bench/bench.py in a source checkout); its options follow")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="passed to bench/bench.py (see fused-rnn bench --help)")
     return parser
 
 
@@ -97,14 +133,23 @@ def _train_config(ns: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**{f.name: getattr(ns, f.name) for f in fields(TrainConfig)})
 
 
+#: The benchmark script of a source checkout: bench/bench.py next to the package directory.
+BENCH_PATH = Path(__file__).resolve().parent.parent / "bench" / "bench.py"
+
+
 def _run_bench(args: list[str]) -> int:
-    path = Path(__file__).resolve().parent.parent / "bench" / "bench.py"
+    """Import BENCH_PATH lazily and hand it the remaining arguments: `main(args)`."""
+    path = BENCH_PATH
     if not path.is_file():
-        print("error: the benchmark lives in bench/bench.py of a source checkout; none was found", file=sys.stderr)
+        print(f"error: bench: {path} not found; the benchmark ships with a source checkout only", file=sys.stderr)
         return 2
     spec = importlib.util.spec_from_file_location("fused_rnn_bench", path)
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses and pickling look the module up here
     spec.loader.exec_module(mod)
+    if not callable(getattr(mod, "main", None)):
+        print(f"error: bench: {path} has no main(argv)", file=sys.stderr)
+        return 2
     return mod.main(args) or 0
 
 
@@ -137,10 +182,12 @@ def _speed_line(cfg: TrainConfig) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `fused-rnn` command line; returns the exit status (2 for unusable input, with one `error:` line)."""
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    if argv[:1] == ["bench"]:  # everything after it is the benchmark's own, options included
+        return _run_bench(argv[1:])
     ns = build_parser().parse_args(argv)
     try:
-        if ns.command == "bench":
-            return _run_bench(ns.args)
         if ns.command == "sample":
             from .sample import sample
 
@@ -150,7 +197,13 @@ def main(argv: list[str] | None = None) -> int:
         last = train(cfg)
         if os.environ.get("RANK", "0") != "0":
             return 0  # one report, from rank 0
-        if "val_loss" in last:
+        if "val_loss" not in last:
+            print(f"nothing to do: {cfg.out} is already at step {last['step']} of --steps {cfg.steps}")
+        else:
+            print(
+                f"speed: {last['chars_per_s']:,.0f} chars/s ({last['model']} model, {last['backend']} backend, "
+                f"{last['device']}, {last['processes']} process{'es' if last['processes'] > 1 else ''})"
+            )
             print(f"final: step {last['step']}, val {last['val_loss']:.3f} nats/char ({last['val_bpc']:.3f} bpc)")
         if ns.command == "demo":
             from .sample import sample

@@ -36,6 +36,8 @@ def sample(
     """
     if length < 0:
         raise DataError(f"--length: must be at least 0, got {length}")
+    if temperature < 0 or top_k < 0:
+        raise DataError(f"--temperature and --top-k: must be at least 0, got {temperature} and {top_k}")
     ckpt = load_checkpoint(checkpoint)
     model, vocab = model_from_checkpoint(ckpt, checkpoint)
     dev = resolve_device(device)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -17,6 +18,7 @@ from tqdm import tqdm
 
 from .data import DataError, Vocab, load_text, random_starts, split, stream_starts, windows
 from .models import FusedCharRNN
+from .ops import resolve_backend
 from .reference import CharLoopModel
 
 CHECKPOINT_FORMAT = "fused_rnn.checkpoint/1"
@@ -109,7 +111,14 @@ def load_checkpoint(path: str | Path) -> dict:
         raise CheckpointError(f"checkpoint: no such file: {p}")
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt zip, hostile pickle, not a torch file at all
+    except pickle.UnpicklingError as exc:  # a pickle of arbitrary objects: nothing of it was run
+        what = [ln.strip() for ln in str(exc).splitlines() if "GLOBAL" in ln or "global" in ln.split(" ")[:4]]
+        detail = f" ({what[0][:160]})" if what else ""
+        raise CheckpointError(
+            f"checkpoint: {p} was refused: it holds objects other than tensors and plain data, "
+            f"which could run code when loaded{detail}"
+        ) from None
+    except Exception as exc:  # corrupt zip, truncated file, not a torch file at all
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
             f"checkpoint: {p} cannot be loaded safely ({type(exc).__name__}: {first[:200]})"
@@ -160,6 +169,12 @@ def train(cfg: TrainConfig) -> dict:
     for name in ("steps", "batch_size", "seq_len", "hidden", "embed", "eval_every", "eval_batches"):
         if getattr(cfg, name) < 1:
             raise DataError(f"--{name.replace('_', '-')}: must be at least 1, got {getattr(cfg, name)}")
+    if not 0 < cfg.val_fraction < 1:
+        raise DataError(f"--val-fraction: must lie strictly between 0 and 1, got {cfg.val_fraction}")
+    if not (cfg.lr > 0 and cfg.clip > 0):
+        raise DataError(f"--lr and --clip: must be positive, got {cfg.lr} and {cfg.clip}")
+    if cfg.carry_state and cfg.objective != "seq":
+        raise DataError("--carry-state: needs --objective seq (the many-to-one objective starts every window at zero)")
     rank, world, local_rank = _dist_info()
     if cfg.batch_size % world:
         raise DataError(f"--batch-size {cfg.batch_size} does not split evenly over {world} processes")
@@ -179,18 +194,21 @@ def train(cfg: TrainConfig) -> dict:
 def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dict:
     out = Path(cfg.out)
     ckpt_path = out / "checkpoint.pt"
-    text = load_text(cfg.text)
     ckpt = None
     if cfg.resume:
         ckpt = load_checkpoint(ckpt_path)
         c = ckpt["config"]
-        asked = (cfg.hidden, cfg.embed, cfg.model)
-        held = (c.get("hidden"), c.get("embed"), c.get("model"))
-        if asked != held:
+        asked = (cfg.hidden, cfg.embed)
+        held = (c.get("hidden"), c.get("embed"))
+        if asked != held:  # the model kind may change: fused and reference share one state_dict
             raise CheckpointError(
-                f"checkpoint: {ckpt_path} holds hidden={held[0]}, embed={held[1]}, model={held[2]}; "
-                f"this run asks for hidden={asked[0]}, embed={asked[1]}, model={asked[2]}"
+                f"checkpoint: {ckpt_path} holds hidden={held[0]}, embed={held[1]}; "
+                f"this run asks for hidden={asked[0]}, embed={asked[1]}"
             )
+        if cfg.text is None and isinstance(c.get("text"), str):
+            cfg = replace(cfg, text=c["text"])  # resume on the text the run started with
+    text = load_text(cfg.text)
+    if ckpt is not None:
         vocab = Vocab(ckpt["vocab"])
         if vocab.unknown(text):
             raise DataError(
@@ -209,7 +227,11 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
     model = build_model(cfg.model, len(vocab), cfg.embed, cfg.hidden)
     start, history = 0, []
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
+        try:
+            model.load_state_dict(ckpt["model"])
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise CheckpointError(f"checkpoint: {ckpt_path} does not fit this model ({first[:200]})") from None
         start, history = ckpt["step"], list(ckpt.get("history", []))
     model.to(device)
     objective = Objective(model, cfg.objective)
@@ -219,8 +241,16 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
             objective, device_ids=[device.index] if device.type == "cuda" else None
         )
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    backend = "python loop"
+    if cfg.model == "fused":  # what fused_recurrence runs for this run's (T, B/world, H) input
+        probe = torch.empty(cfg.seq_len, cfg.batch_size // world, cfg.hidden, device=device)
+        backend = resolve_backend(probe, model.backend)[0]
     if ckpt is not None and "optimizer" in ckpt:
-        opt.load_state_dict(ckpt["optimizer"])
+        try:
+            opt.load_state_dict(ckpt["optimizer"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(f"checkpoint: {ckpt_path} has an unusable optimizer state ({first[:200]})") from None
 
     g = torch.Generator().manual_seed(cfg.seed + 1000 * start)  # resumed runs draw fresh batches
     shard = slice(rank * cfg.batch_size // world, (rank + 1) * cfg.batch_size // world)
@@ -229,8 +259,10 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
     bar = tqdm(total=cfg.steps, initial=start, disable=None if show else True, unit="step", dynamic_ncols=True)
     h = None
     last = {"step": start}
-    t0, chars = time.perf_counter(), 0
+    # chars/s over training steps only: no validation or checkpoint time, and no first (warm-up, compiling) step
+    busy, chars, rate = 0.0, 0, float("nan")
     for step in range(start, cfg.steps):
+        t0 = time.perf_counter()
         if cfg.carry_state and cfg.objective == "seq":
             starts = stream_starts(len(train_data), cfg.batch_size, cfg.seq_len, step)
             if step % max(((len(train_data) - 1) // cfg.batch_size) // cfg.seq_len, 1) == 0:
@@ -246,27 +278,31 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
         opt.step()
         if cfg.carry_state and hn is not None:
             h = hn.detach()
-        chars += cfg.batch_size * cfg.seq_len
-        train_loss = loss.item()
+        train_loss = loss.item()  # synchronises: the step's time is complete
         if world > 1:
             t = torch.tensor([train_loss], device=device)
             dist.all_reduce(t)
             train_loss = t.item() / world
-        rate = chars / (time.perf_counter() - t0)
+        if step > start or cfg.steps - start == 1:
+            busy += time.perf_counter() - t0
+            chars += cfg.batch_size * cfg.seq_len  # the global batch: every process's share
+            rate = chars / busy
         bar.set_postfix(loss=f"{train_loss:.3f}", chars_per_s=f"{rate:,.0f}")
         bar.update(1)
         done = step + 1
         if done % cfg.eval_every == 0 or done == cfg.steps:
             val = evaluate(objective, val_data, cfg, device)
-            last = dict(step=done, train_loss=train_loss, val_loss=val, val_bpc=val / math.log(2), chars_per_s=rate)
+            last = dict(step=done, train_loss=train_loss, val_loss=val, val_bpc=val / math.log(2))
+            last["chars_per_s"] = rate if chars else None  # None until a timed step has run
             history.append(last)
             if rank == 0:
                 out.mkdir(parents=True, exist_ok=True)
                 save_checkpoint(ckpt_path, model, opt, vocab, cfg, done, history)
-                (out / "metrics.json").write_text(json.dumps(dict(last, history=history), indent=1))
+                info = dict(model=cfg.model, backend=backend, device=device.type, processes=world)
+                (out / "metrics.json").write_text(json.dumps(dict(last, **info, history=history), indent=1))
                 if show:
                     bar.write(
                         f"step {done}: train {train_loss:.3f}  val {val:.3f} nats/char ({val / math.log(2):.3f} bpc)"
                     )
     bar.close()
-    return last
+    return dict(last, model=cfg.model, backend=backend, device=device.type, processes=world)

@@ -1,5 +1,6 @@
 """The command line: training learns, checkpoints round-trip and resume, sampling, DDP, bad input."""
 
+import argparse
 import json
 import os
 import subprocess
@@ -47,7 +48,7 @@ def test_training_learns_and_checkpoint_round_trips(text_file, tmp_path, capsys)
     assert {"step", "train_loss", "val_loss", "val_bpc"} <= set(m)
     ckpt = load_checkpoint(out / "checkpoint.pt")
     assert ckpt["step"] == 60 and ckpt["vocab"] == "".join(sorted(set(text_file.read_text())))
-    assert "final: step 60" in stdout
+    assert "final: step 60" in stdout and "chars/s" in stdout
 
 
 def test_resume_continues_the_step_count(text_file, tmp_path, capsys):
@@ -55,8 +56,12 @@ def test_resume_continues_the_step_count(text_file, tmp_path, capsys):
     base = ["train", "--text", text_file, "--eval-every", 10, "--out", out, *TINY]
     assert run([*base, "--steps", 10], capsys)[0] == 0
     first = load_checkpoint(out / "checkpoint.pt")
+    # no --text: the resumed run reads the text it started with (the embedded default has other characters)
+    base.remove(text_file)
+    base.remove("--text")
     assert run([*base, "--steps", 20, "--resume"], capsys)[0] == 0
     second = load_checkpoint(out / "checkpoint.pt")
+    assert second["config"]["text"] == str(text_file)
     assert second["step"] == 20
     assert [h["step"] for h in metrics(out)["history"]] == [10, 20]
     assert second["optimizer"]["state"][0]["step"].item() == 20  # Adam's count went on too
@@ -105,11 +110,49 @@ def test_reference_model_and_many_to_one_objective(text_file, tmp_path, capsys):
     assert code == 0 and len(stdout) > 0
 
 
-def test_carry_state_trains(text_file, tmp_path, capsys):
+def test_carry_state_trains(text_file, tmp_path, capsys, monkeypatch):
+    """Truncated BPTT: every training step after the first starts from the previous step's detached h_n."""
+    from fused_rnn.models import FusedCharRNN
+
+    seen = []  # (h0, h_n) of every training call; validation runs under no_grad
+    orig = FusedCharRNN.forward_sequence
+
+    def spy(self, tokens, h0=None):
+        logp, hn = orig(self, tokens, h0)
+        if torch.is_grad_enabled():
+            seen.append((h0, hn.detach().clone()))
+        return logp, hn
+
+    monkeypatch.setattr(FusedCharRNN, "forward_sequence", spy)
     out = tmp_path / "carry"
-    argv = ["train", "--text", text_file, "--steps", 12, "--eval-every", 12, "--out", out, "--carry-state", *TINY]
+    argv = ["train", "--text", text_file, "--steps", 6, "--eval-every", 6, "--out", out, "--carry-state", *TINY]
     assert run(argv, capsys)[0] == 0
-    assert metrics(out)["step"] == 12
+    assert metrics(out)["step"] == 6
+    assert len(seen) == 6 and seen[0][0] is None
+    for (h0, _), (_, prev_hn) in zip(seen[1:], seen[:-1], strict=True):
+        assert h0 is not None and not h0.requires_grad  # detached: backprop stops at the batch boundary
+        assert torch.equal(h0, prev_hn)
+
+
+def test_stream_windows_are_contiguous():
+    """Row b of step k + 1 continues row b of step k, until the streams wrap together."""
+    from fused_rnn.data import stream_starts
+
+    n, B, T = 1000, 4, 16
+    span = (n - 1) // B
+    per_stream = span // T
+    a = [stream_starts(n, B, T, k) for k in range(per_stream + 1)]
+    for k in range(per_stream - 1):
+        assert torch.equal(a[k + 1], a[k] + T)
+    assert torch.equal(a[per_stream], a[0])  # wrapped
+    assert int(a[per_stream - 1].max()) + T <= n - 1  # the last window and its targets fit
+    assert torch.equal(a[0], torch.arange(B) * span)
+
+
+def test_carry_state_needs_the_sequence_objective(text_file, tmp_path, capsys):
+    argv = ["train", "--text", text_file, "--steps", 2, "--out", tmp_path / "o", "--carry-state", "--objective", "last"]
+    code, _, err = run([*argv, *TINY], capsys)
+    assert code == 2 and "--carry-state" in err and "--objective seq" in err
 
 
 def test_embedded_default_text():
@@ -153,6 +196,8 @@ def test_bad_checkpoints_are_refused(kind, tmp_path, capsys, monkeypatch):
     code, _, err = run(["sample", "--checkpoint", ck, "--length", 3], capsys)
     assert code == 2 and err.startswith("error: checkpoint: ") and err.count("\n") == 1
     assert not (tmp_path / "HACKED").exists()  # weights_only: nothing ran
+    expected = {"hostile": "could run code", "foreign": "not a fused_rnn checkpoint", "missing": "no such file"}
+    assert expected.get(kind, "cannot be loaded") in err
 
 
 def test_resume_with_another_shape_is_refused(text_file, tmp_path, capsys):
@@ -161,6 +206,16 @@ def test_resume_with_another_shape_is_refused(text_file, tmp_path, capsys):
     argv = ["train", "--text", text_file, "--steps", 4, "--out", out, "--resume", *TINY, "--hidden", "48"]
     code, _, err = run(argv, capsys)
     assert code == 2 and "hidden=32" in err and "hidden=48" in err
+
+
+def test_checkpoint_that_contradicts_its_config_is_refused(text_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run(["train", "--text", text_file, "--steps", 2, "--eval-every", 2, "--out", out, *TINY], capsys)[0] == 0
+    ck = torch.load(out / "checkpoint.pt", weights_only=True)
+    ck["config"]["hidden"] = 40  # the weights are still 32 wide
+    torch.save(ck, out / "checkpoint.pt")
+    code, _, err = run(["sample", "--checkpoint", out / "checkpoint.pt", "--length", 3], capsys)
+    assert code == 2 and err.startswith("error: checkpoint: ") and "does not match" in err and err.count("\n") == 1
 
 
 def test_unknown_prime_characters(text_file, tmp_path, capsys):
@@ -177,8 +232,35 @@ def _env():
 
 
 def test_module_help():
-    out = subprocess.run([sys.executable, "-m", "fused_rnn", "train", "--help"], capture_output=True, text=True)
-    assert out.returncode == 0 and "--carry-state" in out.stdout and "--seq-len" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "fused_rnn", "--help"], capture_output=True, text=True, env=_env())
+    assert out.returncode == 0, out.stderr
+    assert all(cmd in out.stdout for cmd in ("train", "sample", "bench"))
+
+
+def test_every_option_has_help(capsys):
+    from fused_rnn.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name in ("train", "sample"):
+        for action in sub.choices[name]._actions:
+            assert action.help, f"{name} {action.option_strings} has no help text"
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--help"])
+    assert exc.value.code == 0
+    assert "--carry-state" in capsys.readouterr().out
+
+
+def test_bench_forwards_its_arguments(tmp_path, capsys, monkeypatch):
+    import fused_rnn.cli as cli
+
+    fake = tmp_path / "bench.py"
+    fake.write_text("def main(argv):\n    print('bench got', argv)\n    return 3\n")
+    monkeypatch.setattr(cli, "BENCH_PATH", fake)
+    code, stdout, _ = run(["bench", "--quick", "--out", "x"], capsys)
+    assert code == 3 and "bench got ['--quick', '--out', 'x']" in stdout
+    monkeypatch.setattr(cli, "BENCH_PATH", tmp_path / "missing.py")
+    code, _, err = run(["bench"], capsys)
+    assert code == 2 and err.startswith("error: bench: ") and "not found" in err
 
 
 def test_two_gloo_processes_match_one(text_file, tmp_path):
