@@ -108,9 +108,8 @@ def resolve_backend(inp: torch.Tensor, backend: str) -> tuple[str, KernelConfig 
         return "triton", cfg
     if backend == "triton":
         raise ValueError(f"backend='triton' cannot run this input: {reason}")
-    H = inp.shape[2]
-    if inp.dtype in (torch.float32, torch.float16, torch.bfloat16) and reason and reason.startswith("H ="):
-        key = (inp.dtype, H)
+    if reason.startswith(("H =", "B * H")):  # a size over the kernels' limits: say so once per size
+        key = (inp.dtype, tuple(inp.shape[1:]) if reason.startswith("B") else inp.shape[2])
         if key not in _warned:
             _warned.add(key)
             warnings.warn(f"fused_recurrence: {reason}; falling back to the torch path", stacklevel=3)
