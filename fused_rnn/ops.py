@@ -7,7 +7,7 @@ import warnings
 import torch
 
 from . import launch
-from .dispatch import KernelConfig, dot_precision, max_hidden, select_config
+from .dispatch import SUPPORTED_DTYPES, KernelConfig, dot_precision, max_hidden, select_config
 from .reference import recurrence_reference
 
 BACKENDS = ("auto", "triton", "torch")
@@ -56,8 +56,8 @@ def _triton_plan(inp: torch.Tensor) -> tuple[KernelConfig | None, str | None]:
     reason = launch.unavailable_reason(inp.device)
     if reason is not None:
         return None, reason
-    if inp.dtype == torch.float64:
-        return None, "float64 runs on the torch path (the kernels take float32, float16 and bfloat16)"
+    if inp.dtype not in SUPPORTED_DTYPES:
+        return None, f"{inp.dtype} runs on the torch path (the kernels take float32, float16 and bfloat16)"
     if B * H >= 2**31:
         return None, f"B * H = {B * H} is over the kernels' limit of 2**31 - 1 elements per step"
     capability, sm_count = launch.device_key(inp.device)
