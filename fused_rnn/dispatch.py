@@ -53,10 +53,6 @@ class KernelConfig:
     dot_precision: str
     num_warps_bwd: int = 8
 
-    @property
-    def n_split(self) -> int:
-        return self.block_h // self.block_n
-
 
 def padded(h: int) -> int:
     return max(16, 1 << (h - 1).bit_length())
