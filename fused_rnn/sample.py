@@ -8,15 +8,24 @@ from .data import DataError
 from .train import load_checkpoint, model_from_checkpoint, resolve_device
 
 
-def next_token(logp: torch.Tensor, temperature: float, top_k: int, generator: torch.Generator) -> int:
-    """Draw from log-probabilities (V,): temperature 0 is argmax; top_k 0 keeps every character."""
-    if temperature <= 0:
-        return int(logp.argmax())
+def token_probs(logp: torch.Tensor, temperature: float, top_k: int = 0) -> torch.Tensor:
+    """The distribution `next_token` draws from: softmax(logp / temperature) over the top_k likeliest.
+
+    logp: (V,) log-probabilities. temperature > 0. top_k 0 keeps every character;
+    ties at the k-th value are all kept. Returns (V,) float32 probabilities on the CPU.
+    """
     logits = logp.float().cpu() / temperature
     if 0 < top_k < logits.numel():
         kth = torch.topk(logits, top_k).values[-1]
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    return int(torch.multinomial(torch.softmax(logits, -1), 1, generator=generator))
+    return torch.softmax(logits, -1)
+
+
+def next_token(logp: torch.Tensor, temperature: float, top_k: int, generator: torch.Generator) -> int:
+    """Draw one index from log-probabilities (V,): temperature 0 is argmax; top_k 0 keeps every character."""
+    if temperature <= 0:
+        return int(logp.argmax())
+    return int(torch.multinomial(token_probs(logp, temperature, top_k), 1, generator=generator))
 
 
 @torch.no_grad()

@@ -25,10 +25,11 @@ def dot_f32(a, b, DOT_PRECISION: tl.constexpr):
 
 @triton.jit
 def tanh_f32(x):
-    """Float32 tanh, within 2 ulp of the float64 value on every finite input.
+    """Float32 tanh: within 2 ulp of float64 in the interpreter (1.7 measured), an estimated 5 ulp compiled.
 
     Core ops only, so the compiled kernel and the interpreter run the same code
-    (libdevice is not available in the interpreter). Small |x| uses an odd
+    (libdevice is not available in the interpreter). Compiled, tl.exp becomes
+    ex2.approx and the division div.full, hence the wider bound (tests/test_tanh.py). Small |x| uses an odd
     polynomial (no cancellation), large |x| uses 1 - 2 / (exp(2|x|) + 1), which
     saturates to exactly +-1 and propagates NaN.
     """
