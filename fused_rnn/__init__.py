@@ -2,15 +2,19 @@
 
 from .dispatch import KernelConfig, select_config
 from .models import FusedCharRNN
-from .ops import fused_recurrence
-from .reference import CharLoopModel, recurrence_reference
+from .ops import fused_recurrence, rnn_scan
+from .reference import CharLoopModel, recurrence_reference, scan_reference
+from .rnn import FusedRNN
 
 __all__ = [
     "CharLoopModel",
     "FusedCharRNN",
+    "FusedRNN",
     "KernelConfig",
     "fused_recurrence",
     "recurrence_reference",
+    "rnn_scan",
+    "scan_reference",
     "select_config",
 ]
 __version__ = "0.1.0"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 import time
@@ -103,6 +102,24 @@ def _add_sample_args(p: argparse.ArgumentParser, standalone: bool = True) -> Non
     p.add_argument("--top-k", type=int, default=0, metavar="K", help="sample among the K likeliest characters; 0 = all")
 
 
+def _add_inspect_parser(sub) -> None:
+    """`fused-rnn inspect`: the options of `fused_rnn.inspector.inspect_checkpoint`."""
+    p = sub.add_parser(
+        "inspect",
+        help="figures of a checkpoint's insides: DIR/index.html, PNGs, inspect.json",
+        description="Run a text through a checkpoint and write DIR/index.html with its PNG figures and "
+        "DIR/inspect.json: the cell, the unrolled graph, the hidden state, per-character surprisal "
+        "and memory through time (needs matplotlib).",
+    )
+    p.add_argument("--checkpoint", required=True, metavar="PATH", help="a checkpoint.pt written by train")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text", metavar="FILE", help="UTF-8 text to run through the model")
+    src.add_argument("--prime", metavar="TEXT", help="the text itself, given on the command line")
+    p.add_argument("--length", type=int, default=2000, metavar="N", help="use the first N characters (%(default)s)")
+    p.add_argument("--out", required=True, metavar="DIR", help="index.html, the PNGs and inspect.json go here")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA if present")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fused-rnn", description="Train and sample character-level RNNs.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -124,8 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(p)
     _add_sample_args(p, standalone=False)
     p.set_defaults(out="runs/demo", steps=1500, eval_every=250)
-    p = sub.add_parser("bench", help="the benchmark (bench/bench.py in a source checkout); its options follow")
-    p.add_argument("args", nargs=argparse.REMAINDER, help="passed to bench/bench.py (see fused-rnn bench --help)")
+    _add_inspect_parser(sub)
+    p = sub.add_parser("bench", help="the benchmark against nn.RNN and CharLoopModel; its options follow")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="passed to the benchmark (see fused-rnn bench --help)")
     return parser
 
 
@@ -133,28 +151,15 @@ def _train_config(ns: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**{f.name: getattr(ns, f.name) for f in fields(TrainConfig)})
 
 
-#: The benchmark script of a source checkout: bench/bench.py next to the package directory.
-BENCH_PATH = Path(__file__).resolve().parent.parent / "bench" / "bench.py"
-
-
 def _run_bench(args: list[str]) -> int:
-    """Import BENCH_PATH lazily and hand it the remaining arguments: `main(args)`."""
-    path = BENCH_PATH
-    if not path.is_file():
-        print(f"error: bench: {path} not found; the benchmark ships with a source checkout only", file=sys.stderr)
-        return 2
-    spec = importlib.util.spec_from_file_location("fused_rnn_bench", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses and pickling look the module up here
-    spec.loader.exec_module(mod)
-    if not callable(getattr(mod, "main", None)):
-        print(f"error: bench: {path} has no main(argv)", file=sys.stderr)
-        return 2
-    return mod.main(args) or 0
+    """Import the packaged benchmark (fused_rnn.bench.runner) lazily and hand it the remaining arguments."""
+    from .bench import runner
+
+    return runner.main(args) or 0
 
 
 def _speed_line(cfg: TrainConfig) -> str:
-    """Time a few training steps of both models on one batch: chars/s and the ratio."""
+    """Forward + backward of both models on one batch, three timed after a warm-up: chars/s and the ratio."""
     from .train import Objective, build_model, resolve_device
 
     device = resolve_device(cfg.device)
@@ -175,9 +180,9 @@ def _speed_line(cfg: TrainConfig) -> str:
 
     backend = resolve_backend(torch.empty(1, 1, cfg.hidden, device=device), "auto")[0]
     return (
-        f"speed ({device.type}, {backend} backend, B={cfg.batch_size} T={cfg.seq_len} H={cfg.hidden}): "
-        f"FusedCharRNN {rates['fused']:,.0f} chars/s, CharLoopModel {rates['reference']:,.0f} chars/s "
-        f"({rates['fused'] / rates['reference']:.1f}x)"
+        f"forward+backward speed, one batch B={cfg.batch_size} T={cfg.seq_len} H={cfg.hidden} "
+        f"({device.type}, {backend} backend; no optimizer step): FusedCharRNN {rates['fused']:,.0f} chars/s, "
+        f"CharLoopModel {rates['reference']:,.0f} chars/s ({rates['fused'] / rates['reference']:.1f}x)"
     )
 
 
@@ -193,6 +198,11 @@ def main(argv: list[str] | None = None) -> int:
 
             print(sample(ns.checkpoint, ns.prime, ns.length, ns.temperature, ns.top_k, ns.sample_seed, ns.device))
             return 0
+        if ns.command == "inspect":
+            from .inspector import inspect_command
+
+            print(inspect_command(ns.checkpoint, ns.text, ns.prime, ns.length, ns.out, ns.device))
+            return 0
         cfg = _train_config(ns)
         last = train(cfg)
         if os.environ.get("RANK", "0") != "0":
@@ -200,9 +210,11 @@ def main(argv: list[str] | None = None) -> int:
         if "val_loss" not in last:
             print(f"nothing to do: {cfg.out} is already at step {last['step']} of --steps {cfg.steps}")
         else:
+            model = {"fused": "FusedCharRNN", "reference": "CharLoopModel"}[last["model"]]
+            procs = f"{last['processes']} process{'es' if last['processes'] > 1 else ''}"
             print(
-                f"speed: {last['chars_per_s']:,.0f} chars/s ({last['model']} model, {last['backend']} backend, "
-                f"{last['device']}, {last['processes']} process{'es' if last['processes'] > 1 else ''})"
+                f"training speed: {last['chars_per_s']:,.0f} chars/s ({model}, {last['backend']} backend, "
+                f"{last['device']}, {procs}; training steps only, validation and checkpoints excluded)"
             )
             print(f"final: step {last['step']}, val {last['val_loss']:.3f} nats/char ({last['val_bpc']:.3f} bpc)")
         if ns.command == "demo":

@@ -7,7 +7,7 @@ memory, register spills and tensor-core instructions. Change them together.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 import torch
 
@@ -52,6 +52,15 @@ class KernelConfig:
     num_warps: int
     dot_precision: str
     num_warps_bwd: int = 8
+
+    def key(self) -> str:
+        """A string that `from_key` turns back into this config (custom ops take strings, not objects)."""
+        return ":".join(str(v) for v in astuple(self))
+
+    @classmethod
+    def from_key(cls, key: str) -> KernelConfig:
+        mode, bb, bh, bn, nw, prec, nwb = key.split(":")
+        return cls(mode, int(bb), int(bh), int(bn), int(nw), prec, int(nwb))
 
 
 def padded(h: int) -> int:

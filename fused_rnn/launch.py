@@ -6,6 +6,7 @@ Every tensor handed to a kernel is contiguous and already validated by
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 
@@ -88,37 +89,50 @@ def _persistent_fits(kernel, args: tuple, kwargs: dict, grid: tuple[int, int], d
     return grid[0] * grid[1] <= per_sm * props["multiprocessor_count"]
 
 
+def _guard(device: torch.device):
+    """Launch on the tensors' device, not the current one."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
 def forward(
-    inp: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, h0: torch.Tensor, cfg: KernelConfig
+    u: torch.Tensor,
+    weight: torch.Tensor,
+    h0: torch.Tensor,
+    lengths: torch.Tensor | None,
+    reverse: bool,
+    relu: bool,
+    cfg: KernelConfig,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """hs (T, B, H) and h_n (B, H) in inp's dtype. T >= 1 and B >= 1."""
-    T, B, H = inp.shape
-    hs = _empty(inp)
+    """States hs (T, B, H) and h_n (B, H) in u's dtype. T >= 1 and B >= 1; every tensor contiguous."""
+    T, B, H = u.shape
+    hs = _empty(u)
     hn = _empty(h0)
     n_b = triton.cdiv(B, cfg.block_b)
     wt = weight.t().contiguous()
-    if cfg.mode == "single":
-        K.fused_recurrent_fwd_kernel[(n_b,)](
-            inp, wt, bias, h0, hs, hn, T, B, H,
-            BB=cfg.block_b, BH=cfg.block_h, DOT_PRECISION=cfg.dot_precision, num_warps=cfg.num_warps,
-        )  # fmt: skip
-        return hs, hn
-    # the input half of every step in one GEMM: u_t = inp_t @ W^T + bias
-    u = torch.addmm(bias, inp.view(T * B, H), wt).view(T, B, H)
-    grid = (n_b, triton.cdiv(H, cfg.block_n))
-    meta = dict(
-        BB=cfg.block_b, BK=cfg.block_h, BN=cfg.block_n, DOT_PRECISION=cfg.dot_precision, num_warps=cfg.num_warps
-    )
-    if inp.is_cuda and _grid_barrier_enabled():
-        count = torch.zeros(n_b, dtype=torch.int32, device=inp.device)
-        args = (u, wt, h0, hs, hn, count, T, B, H)
-        # a cooperative launch makes the driver refuse a grid that cannot be co-resident
-        kw = dict(meta, launch_cooperative_grid=True)
-        if _persistent_fits(K.split_recurrent_fwd_kernel, args, kw, grid, inp.device):
-            K.split_recurrent_fwd_kernel[grid](*args, **kw)
+    flags = dict(RELU=relu, REVERSE=reverse, HAS_LENGTHS=lengths is not None)
+    lengths_arg = h0 if lengths is None else lengths  # a pointer the kernel never reads without HAS_LENGTHS
+    with _guard(u.device):
+        if cfg.mode == "single":
+            K.fused_recurrent_fwd_kernel[(n_b,)](
+                u, wt, h0, lengths_arg, hs, hn, T, B, H,
+                BB=cfg.block_b, BH=cfg.block_h, DOT_PRECISION=cfg.dot_precision, num_warps=cfg.num_warps, **flags,
+            )  # fmt: skip
             return hs, hn
-    for t in range(T):
-        K.split_recurrent_fwd_step_kernel[grid](u, wt, h0, hs, hn, t, T, B, H, **meta)
+        grid = (n_b, triton.cdiv(H, cfg.block_n))
+        meta = dict(
+            BB=cfg.block_b, BK=cfg.block_h, BN=cfg.block_n, DOT_PRECISION=cfg.dot_precision, num_warps=cfg.num_warps
+        )
+        meta.update(flags)
+        if u.is_cuda and _grid_barrier_enabled():
+            count = torch.zeros(n_b, dtype=torch.int32, device=u.device)
+            args = (u, wt, h0, lengths_arg, hs, hn, count, T, B, H)
+            # a cooperative launch makes the driver refuse a grid that cannot be co-resident
+            kw = dict(meta, launch_cooperative_grid=True)
+            if _persistent_fits(K.split_recurrent_fwd_kernel, args, kw, grid, u.device):
+                K.split_recurrent_fwd_kernel[grid](*args, **kw)
+                return hs, hn
+        for i in range(T):
+            K.split_recurrent_fwd_step_kernel[grid](u, wt, h0, lengths_arg, hs, hn, i, T, B, H, **meta)
     return hs, hn
 
 
@@ -127,43 +141,47 @@ def backward(
     hs: torch.Tensor,
     dhs: torch.Tensor | None,
     dhn: torch.Tensor | None,
+    lengths: torch.Tensor | None,
+    reverse: bool,
+    relu: bool,
     cfg: KernelConfig,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """da (T, B, H), d inp (T, B, H) and d h0 (B, H), all in hs's dtype.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """da (T, B, H) and d h0 (B, H), in hs's dtype.
 
-    da is dL/d(pre-activation); the caller reduces it into dW and db.
+    da is dL/d(pre-activation), which is dL/du; the caller reduces it into dW_hh.
     """
     T, B, H = hs.shape
     da = _empty(hs)
-    dinp = _empty(hs)
     dh0 = _empty(hs, (B, H))
-    # a pointer the kernel never reads when its HAS_* flag is off
+    # pointers the kernel never reads when the matching HAS_* flag is off
     dhs_arg = hs if dhs is None else dhs
+    dhn_arg = hs if dhn is None else dhn
+    lengths_arg = hs if lengths is None else lengths
+    flags = dict(RELU=relu, REVERSE=reverse, HAS_LENGTHS=lengths is not None)
+    flags.update(HAS_DHS=dhs is not None, HAS_DHN=dhn is not None)
     n_b = triton.cdiv(B, cfg.block_b)
-    if cfg.mode == "single":
-        K.fused_recurrent_bwd_kernel[(n_b,)](
-            weight, hs, dhs_arg, hs if dhn is None else dhn, da, dinp, dh0, T, B, H,
-            BB=cfg.block_b, BH=cfg.block_h, DOT_PRECISION=cfg.dot_precision,
-            HAS_DHS=dhs is not None, HAS_DHN=dhn is not None, num_warps=cfg.num_warps_bwd,
-        )  # fmt: skip
-        return da, dinp, dh0
-    grid = (n_b, triton.cdiv(H, cfg.block_n))
-    meta = dict(BB=cfg.block_b, BK=cfg.block_h, BN=cfg.block_n, DOT_PRECISION=cfg.dot_precision)
-    meta.update(num_warps=cfg.num_warps_bwd)
-    if hs.is_cuda and _grid_barrier_enabled():
-        count = torch.zeros(n_b, dtype=torch.int32, device=hs.device)
-        args = (weight, hs, dhs_arg, hs if dhn is None else dhn, da, dinp, dh0, count, T, B, H)
-        kw = dict(meta, HAS_DHS=dhs is not None, HAS_DHN=dhn is not None, launch_cooperative_grid=True)
-        if _persistent_fits(K.split_recurrent_bwd_kernel, args, kw, grid, hs.device):
-            K.split_recurrent_bwd_kernel[grid](*args, **kw)
-            return da, dinp, dh0
-    carry = (
-        torch.zeros(B, H, dtype=torch.float32, device=hs.device) if dhn is None else dhn.to(torch.float32, copy=True)
-    )
-    for t in range(T - 1, -1, -1):
-        for phase in (0, 1):
-            K.split_recurrent_bwd_step_kernel[grid](
-                weight, hs, dhs_arg, carry, da, dinp, dh0, t, B, H,
-                **meta, HAS_DHS=dhs is not None, PHASE=phase,
+    with _guard(hs.device):
+        if cfg.mode == "single":
+            K.fused_recurrent_bwd_kernel[(n_b,)](
+                weight, hs, dhs_arg, dhn_arg, lengths_arg, da, dh0, T, B, H,
+                BB=cfg.block_b, BH=cfg.block_h, DOT_PRECISION=cfg.dot_precision, num_warps=cfg.num_warps_bwd,
+                **flags,
             )  # fmt: skip
-    return da, dinp, dh0
+            return da, dh0
+        grid = (n_b, triton.cdiv(H, cfg.block_n))
+        meta = dict(BB=cfg.block_b, BK=cfg.block_h, BN=cfg.block_n, DOT_PRECISION=cfg.dot_precision)
+        meta.update(flags, num_warps=cfg.num_warps_bwd)
+        if hs.is_cuda and _grid_barrier_enabled():
+            count = torch.zeros(n_b, dtype=torch.int32, device=hs.device)
+            args = (weight, hs, dhs_arg, dhn_arg, lengths_arg, da, dh0, count, T, B, H)
+            kw = dict(meta, launch_cooperative_grid=True)
+            if _persistent_fits(K.split_recurrent_bwd_kernel, args, kw, grid, hs.device):
+                K.split_recurrent_bwd_kernel[grid](*args, **kw)
+                return da, dh0
+        # dh of the previous launch's step, for rows that pass it through (lengths only)
+        dh = torch.empty(B, H, dtype=torch.float32, device=hs.device) if lengths is not None else da
+        for i in range(T + 1):  # launch i finishes step i - 1 and runs step i
+            K.split_recurrent_bwd_step_kernel[grid](
+                weight, hs, dhs_arg, dhn_arg, lengths_arg, dh, da, dh0, i, T, B, H, **meta
+            )  # fmt: skip
+    return da, dh0

@@ -6,18 +6,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ops import BACKENDS, fused_recurrence
+from .ops import BACKENDS, _host_readable, rnn_scan
 
 
 def check_tokens(name: str, tokens: torch.Tensor, vocab_size: int, ndim: int, shape: str) -> None:
-    """Raise before any kernel runs when `tokens` is not an integer tensor of indices in [0, vocab_size)."""
+    """Raise before any kernel runs when `tokens` is not an integer tensor of indices in [0, vocab_size).
+
+    The range is checked only where reading the values costs no device sync and no graph
+    break: eager, on the CPU. Elsewhere the gather's own bounds check applies (CUDA: a
+    device-side assert, as in nn.Embedding).
+    """
     if not isinstance(tokens, torch.Tensor):
         raise TypeError(f"{name}: expected an integer tensor of shape {shape}, got {type(tokens).__name__}")
     if tokens.dim() != ndim:
         raise ValueError(f"{name}: expected shape {shape}, got {tuple(tokens.shape)}")
     if tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool:
         raise TypeError(f"{name}: expected an integer (long) tensor, got {tokens.dtype}")
-    if tokens.numel():
+    if tokens.numel() and _host_readable(tokens):
         lo, hi = torch.aminmax(tokens)
         lo, hi = int(lo), int(hi)
         if lo < 0 or hi >= vocab_size:
@@ -28,10 +33,11 @@ def check_tokens(name: str, tokens: torch.Tensor, vocab_size: int, ndim: int, sh
 class FusedCharRNN(nn.Module):
     """Character RNN with `CharLoopModel`'s constructor, submodules and state_dict.
 
-    The input half runs once for the whole vocabulary: ``table = relu(l_in(e.weight))``
-    (V, H), gathered for all T*B tokens in one indexing op (a per-token
-    ``relu(l_in(e(c)))`` gives the same rows). The recurrence runs through
-    `fused_recurrence`.
+    The whole input half runs once for the vocabulary:
+    ``table = relu(l_in(e.weight)) @ W_h^T + b_h`` (V, H), gathered for all T*B
+    tokens in one indexing op, so that the recurrence is `rnn_scan`'s
+    ``h_t = tanh(h_{t-1} @ W_h^T + table[c_t])``, the same cell as CharLoopModel's
+    ``tanh(W_h (h_{t-1} + relu(l_in(e(c_t)))) + b_h)``.
 
     Args:
         vocab_size: V. n_fac: embedding width. n_hidden: H.
@@ -56,9 +62,10 @@ class FusedCharRNN(nn.Module):
     def recur(self, tokens: torch.Tensor, h0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """tokens (B, T) -> hidden states hs (T, B, H) and h_n (B, H)."""
         check_tokens("tokens", tokens, self.vocab_size, 2, "(B, T)")
-        table = F.relu(self.l_in(self.e.weight))  # (V, H)
-        inp = F.embedding(tokens.t(), table)  # (T, B, H)
-        return fused_recurrence(inp, self.l_hidden.weight, self.l_hidden.bias, h0, backend=self.backend)
+        w_h = self.l_hidden.weight
+        table = F.linear(F.relu(self.l_in(self.e.weight)), w_h, self.l_hidden.bias)  # (V, H)
+        u = F.embedding(tokens.t(), table)  # (T, B, H)
+        return rnn_scan(u, w_h, h0, backend=self.backend)
 
     def forward_sequence(
         self, tokens: torch.Tensor, h0: torch.Tensor | None = None

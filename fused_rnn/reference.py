@@ -84,3 +84,38 @@ def recurrence_reference(
     if not hs:
         return inp.new_empty(0, B, H), h
     return torch.stack(hs), h
+
+
+def scan_reference(
+    u: torch.Tensor,
+    weight_hh: torch.Tensor,
+    h0: torch.Tensor,
+    lengths: torch.Tensor | None = None,
+    reverse: bool = False,
+    relu: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The input-projected recurrence, one step at a time: the torch path of `rnn_scan`.
+
+    ``h_s = act(h_prev @ weight_hh.T + u[s])`` over s = 0..T-1 (T-1..0 when
+    `reverse`), act = relu or tanh, h_prev = h0 at the first step. A row b with
+    `lengths` runs only its steps s < lengths[b] and keeps its state at the others.
+
+    Args:
+        u: (T, B, H). weight_hh: (H, H). h0: (B, H). lengths: (B,) integers, on u's device, or None.
+
+    Returns:
+        hs (T, B, H), the state after every step (not zeroed past a row's length),
+        and h_n (B, H), the last state; differentiable through autograd.
+    """
+    act = torch.relu if relu else torch.tanh
+    T = u.shape[0]
+    h = h0
+    hs = []
+    for i in range(T):
+        s = T - 1 - i if reverse else i
+        new = act(F.linear(h, weight_hh) + u[s])
+        h = new if lengths is None else torch.where((lengths > s)[:, None], new, h)
+        hs.append(h)
+    if not hs:
+        return u.new_empty(u.shape), h0.clone()
+    return torch.stack(hs[::-1] if reverse else hs), h

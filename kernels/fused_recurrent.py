@@ -1,22 +1,25 @@
-"""Single-program persistent recurrence: W_h stays on chip for all T steps.
+"""Single-program persistent recurrence: W_hh stays on chip for all T steps.
 
-    x_t = h_{t-1} + inp_t
-    h_t = tanh(x_t @ W^T + bias)
+    h_s = act(h_prev @ W^T + u_s)          act: tanh, or relu when RELU
+    h_prev = h_{s-1} (h_{s+1} when REVERSE), h0 at the first processed step
+
+With HAS_LENGTHS, row b runs only its steps s < lengths[b]; at the others its
+state stays as it is (hs[s] = h_prev), so the last state is the one after the
+row's last valid step in either direction. The caller zeroes padded outputs.
 
 Dimension legend:
     T   time steps (runtime, never specialised)
     B   batch rows; BB rows per program, grid = cdiv(B, BB)
     H   hidden size; BH = next power of two >= max(H, 16), padded lanes masked
 
-Every tensor is contiguous. Pointers advance by B*H per step, so offsets into
-(T, B, H) buffers are 64-bit even when T*B*H passes 2**31 (B*H < 2**31 is
-checked by the launcher).
+Every tensor is contiguous. Offsets into (T, B, H) buffers are 64-bit, so
+T*B*H may pass 2**31 (B*H < 2**31 is checked by the launcher).
 """
 
 import triton
 import triton.language as tl
 
-from .utils import dot_f32, tanh_f32
+from .utils import act_f32, act_grad, dot_f32
 
 
 @triton.jit
@@ -24,21 +27,22 @@ def _tile(B, H, BB: tl.constexpr, BH: tl.constexpr):
     """Offsets and masks of this program's [BB, BH] rows and of a whole [BH, BH] matrix."""
     o_b = tl.program_id(0) * BB + tl.arange(0, BB)
     o_h = tl.arange(0, BH)
+    m_b = o_b < B
     m_h = o_h < H
     o_bh = o_b[:, None] * H + o_h[None, :]
-    m_bh = (o_b < B)[:, None] & m_h[None, :]
+    m_bh = m_b[:, None] & m_h[None, :]
     o_hh = o_h[:, None] * H + o_h[None, :]
     m_hh = m_h[:, None] & m_h[None, :]
-    return o_h, m_h, o_bh, m_bh, o_hh, m_hh
+    return o_b, m_b, o_bh, m_bh, o_hh, m_hh
 
 
 @triton.jit(do_not_specialize=["T"])
 def fused_recurrent_fwd_kernel(
-    inp,  # (T, B, H)
-    wt,  # (H, H) W^T, contiguous
-    bias,  # (H,)
+    u,  # (T, B, H): the input half of every step, inp @ W_ih^T + biases
+    wt,  # (H, H): W_hh^T, contiguous
     h0,  # (B, H)
-    hs,  # (T, B, H) out
+    lengths,  # (B,) int: valid steps per row, read only when HAS_LENGTHS
+    hs,  # (T, B, H) out: the state after every step
     hn,  # (B, H) out
     T,
     B,
@@ -46,34 +50,43 @@ def fused_recurrent_fwd_kernel(
     BB: tl.constexpr,
     BH: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    RELU: tl.constexpr,
+    REVERSE: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr,
 ):
-    o_h, m_h, o_bh, m_bh, o_hh, m_hh = _tile(B, H, BB, BH)
+    o_b, m_b, o_bh, m_bh, o_hh, m_hh = _tile(B, H, BB, BH)
 
-    # a = x @ W^T: W^T comes in row-major, loaded once and kept for all T
+    # a = h @ W^T: W^T comes in row-major, loaded once and kept for all T
     b_wt = tl.load(wt + o_hh, mask=m_hh, other=0.0)  # [BH, BH]
-    b_bias = tl.load(bias + o_h, mask=m_h, other=0.0).to(tl.float32)  # [BH]
     b_h = tl.load(h0 + o_bh, mask=m_bh, other=0.0).to(tl.float32)  # [BB, BH]
+    if HAS_LENGTHS:
+        b_len = tl.load(lengths + o_b, mask=m_b, other=0)  # [BB]
 
-    p_inp = inp + o_bh
-    p_hs = hs + o_bh
-    for _ in range(T):
-        b_x = b_h + tl.load(p_inp, mask=m_bh, other=0.0).to(tl.float32)
-        b_a = dot_f32(b_x, b_wt, DOT_PRECISION)
-        b_h = tanh_f32(b_a + b_bias[None, :])
-        tl.store(p_hs, b_h.to(hs.dtype.element_ty), mask=m_bh)
-        p_inp += B * H
-        p_hs += B * H
+    # first processed step: 0, or T-1 walking back; (T - 1) * B * H is formed in 64 bits
+    o_t = (T - 1).to(tl.int64) * B * H if REVERSE else tl.zeros([], dtype=tl.int64)
+    d_t = -B * H if REVERSE else B * H
+    for i in range(T):
+        # the where keeps u out of the dot's accumulator: with it there, ptxas spills the fp32 FMA dot
+        b_a = tl.where(m_bh, dot_f32(b_h, b_wt, DOT_PRECISION), 0.0)
+        b_a += tl.load(u + o_t + o_bh, mask=m_bh, other=0.0).to(tl.float32)
+        if HAS_LENGTHS:
+            s = T - 1 - i if REVERSE else i
+            b_h = tl.where((s < b_len)[:, None], act_f32(b_a, RELU), b_h)
+        else:
+            b_h = act_f32(b_a, RELU)
+        tl.store(hs + o_t + o_bh, b_h.to(hs.dtype.element_ty), mask=m_bh)
+        o_t += d_t
     tl.store(hn + o_bh, b_h.to(hn.dtype.element_ty), mask=m_bh)
 
 
 @triton.jit(do_not_specialize=["T"])
 def fused_recurrent_bwd_kernel(
-    w,  # (H, H)
-    hs,  # (T, B, H)
+    w,  # (H, H): W_hh
+    hs,  # (T, B, H): the forward's states
     dhs,  # (T, B, H), read only when HAS_DHS
     dhn,  # (B, H), read only when HAS_DHN
-    da,  # (T, B, H) out, storage dtype: dL/d(pre-activation), reduced into dW and db by the caller
-    dinp,  # (T, B, H) out
+    lengths,  # (B,) int, read only when HAS_LENGTHS
+    da,  # (T, B, H) out: dL/d(pre-activation) = dL/du; the caller reduces it into dW_hh
     dh0,  # (B, H) out
     T,
     B,
@@ -81,35 +94,38 @@ def fused_recurrent_bwd_kernel(
     BB: tl.constexpr,
     BH: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    RELU: tl.constexpr,
+    REVERSE: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr,
     HAS_DHS: tl.constexpr,
     HAS_DHN: tl.constexpr,
 ):
-    o_h, m_h, o_bh, m_bh, o_hh, m_hh = _tile(B, H, BB, BH)
+    o_b, m_b, o_bh, m_bh, o_hh, m_hh = _tile(B, H, BB, BH)
 
-    # dx = da @ W, so W is used as stored
+    # dh_prev = da @ W, so W is used as stored
     b_w = tl.load(w + o_hh, mask=m_hh, other=0.0)  # [BH, BH]
     b_carry = tl.zeros([BB, BH], dtype=tl.float32)
     if HAS_DHN:
         b_carry += tl.load(dhn + o_bh, mask=m_bh, other=0.0).to(tl.float32)
+    if HAS_LENGTHS:
+        b_len = tl.load(lengths + o_b, mask=m_b, other=0)
 
-    # start at step T-1 and walk back; (T - 1) * B * H is formed in 64 bits
-    o_last = (T - 1).to(tl.int64) * B * H
-    p_hs = hs + o_last + o_bh
-    p_dhs = dhs + o_last + o_bh
-    p_da = da + o_last + o_bh
-    p_dinp = dinp + o_last + o_bh
-    for _ in range(T):
+    # the forward's steps in the opposite order
+    o_t = tl.zeros([], dtype=tl.int64) if REVERSE else (T - 1).to(tl.int64) * B * H
+    d_t = B * H if REVERSE else -B * H
+    for i in range(T):
         b_dh = b_carry
         if HAS_DHS:
-            b_dh += tl.load(p_dhs, mask=m_bh, other=0.0).to(tl.float32)
-        b_h = tl.load(p_hs, mask=m_bh, other=0.0).to(tl.float32)
-        b_da = b_dh * (1.0 - b_h * b_h)
-        tl.store(p_da, b_da.to(da.dtype.element_ty), mask=m_bh)
-        # the carry into step t is both dL/d inp_t and dL/d h_{t-1}
-        b_carry = dot_f32(b_da, b_w, DOT_PRECISION)
-        tl.store(p_dinp, b_carry.to(dinp.dtype.element_ty), mask=m_bh)
-        p_hs -= B * H
-        p_dhs -= B * H
-        p_da -= B * H
-        p_dinp -= B * H
+            b_dh += tl.load(dhs + o_t + o_bh, mask=m_bh, other=0.0).to(tl.float32)
+        b_h = tl.load(hs + o_t + o_bh, mask=m_bh, other=0.0).to(tl.float32)
+        b_da = b_dh * act_grad(b_h, RELU)
+        if HAS_LENGTHS:
+            # a padded step copied the state: its gradient passes straight to h_prev
+            m_v = ((i if REVERSE else T - 1 - i) < b_len)[:, None]
+            b_da = tl.where(m_v, b_da, 0.0)
+            b_carry = tl.where(m_v, dot_f32(b_da, b_w, DOT_PRECISION), b_dh)
+        else:
+            b_carry = dot_f32(b_da, b_w, DOT_PRECISION)
+        tl.store(da + o_t + o_bh, b_da.to(da.dtype.element_ty), mask=m_bh)
+        o_t += d_t
     tl.store(dh0 + o_bh, b_carry.to(dh0.dtype.element_ty), mask=m_bh)

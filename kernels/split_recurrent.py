@@ -1,33 +1,36 @@
-"""Multi-program recurrence: W_h split by output columns over many programs.
+"""Multi-program recurrence: W_hh split by output columns over many programs.
 
-    u_t = inp_t @ W^T + bias            (one large GEMM over all steps, by the caller)
-    h_t = tanh(h_{t-1} @ W^T + u_t)
+    h_s = act(h_prev @ W^T + u_s)          u = inp @ W_ih^T + biases, one GEMM by the caller
+    h_prev = h_{s-1} (h_{s+1} when REVERSE), h0 at the first processed step
+
+With HAS_LENGTHS, row b runs only its steps s < lengths[b] and keeps its state
+at the others (hs[s] = h_prev), as in the single-program kernels.
 
 Dimension legend:
-    T   time steps (runtime, never specialised)
+    T   time steps (runtime, never specialised); i counts processed steps, s is the time index
     B   batch rows; BB rows per program
     H   hidden size; BK = next power of two >= max(H, 16): the reduction dim, all of H
     BN  output columns per program; grid = (cdiv(B, BB), cdiv(H, BN))
 
 Program (i_b, i_n) keeps W^T[:, i_n*BN : (i_n+1)*BN] on chip and produces that
-slice of h_t for its batch rows. The full h_{t-1} comes back through global
-memory (it is hs[t-1], already written for the outputs), so the programs of one
-batch block meet once per step:
+slice of h_s for its batch rows. The full h_prev comes back through global
+memory (it is hs at the previous step, already written for the outputs), so
+the programs of one batch block meet once per step:
   * persistent kernels loop over all T steps and meet at `grid_barrier`
     (every program must be resident; the launcher checks that the grid fits);
-  * step kernels cover one step (backward: one phase of a step) per launch and
-    the launch boundary is the barrier. They run the same per-program helpers,
-    so the interpreter proves the math that the persistent kernels run.
+  * step kernels cover one step per launch and the launch boundary is the
+    barrier (the backward's launch i finishes step i-1 and starts step i, so
+    T steps take T + 1 launches). They run the same per-program helpers, so
+    the interpreter proves the math that the persistent kernels run.
 
-Folding inp into u keeps one [BB, BK] operand per step in registers instead of
-two. The previous state is read in the storage dtype, which is the dot's operand
+The previous state is read in the storage dtype, which is the dot's operand
 dtype anyway. Offsets into (T, B, H) buffers are formed in 64 bits.
 """
 
 import triton
 import triton.language as tl
 
-from .utils import dot_f32, grid_barrier, tanh_f32
+from .utils import act_f32, act_grad, dot_f32, grid_barrier
 
 
 @triton.jit
@@ -44,7 +47,7 @@ def _tile(B, H, BB: tl.constexpr, BK: tl.constexpr, BN: tl.constexpr):
     # columns o_n of a row-major (H, H) matrix, as [BK, BN]
     o_kn = o_k[:, None] * H + o_n[None, :]
     m_kn = m_k[:, None] & m_n[None, :]
-    return i_b, o_bn, m_bn, o_kn, m_kn
+    return i_b, o_b, m_b, o_bn, m_bn, o_kn, m_kn
 
 
 @triton.jit
@@ -60,43 +63,65 @@ def _rows(p, i_b, B, H, BB: tl.constexpr, BK: tl.constexpr):
 
 
 @triton.jit
+def _valid(s, lengths, o_b, m_b, BB: tl.constexpr, HAS_LENGTHS: tl.constexpr):
+    """[BB, 1]: which rows run step s (all of them without lengths)."""
+    if HAS_LENGTHS:
+        return (s < tl.load(lengths + o_b, mask=m_b, other=0))[:, None]
+    return tl.full([BB, 1], 1, tl.int1)
+
+
+@triton.jit
 def _fwd_step(
-    p_prev, p_u, p_hs, b_wt, i_b, B, H, o_bn, m_bn, BB: tl.constexpr, BK: tl.constexpr, DOT_PRECISION: tl.constexpr
-):
-    """One step for one program: full rows of h_{t-1} in, its slice of h_t out."""
+    p_prev, p_u, p_hs, b_wt, m_v, i_b, B, H, o_bn, m_bn,
+    BB: tl.constexpr, BK: tl.constexpr, DOT_PRECISION: tl.constexpr, RELU: tl.constexpr, HAS_LENGTHS: tl.constexpr,
+):  # fmt: skip
+    """One step for one program: full rows of h_prev in, its slice of h_s out."""
     b_x = _rows(p_prev, i_b, B, H, BB, BK)  # [BB, BK]
     b_a = dot_f32(b_x, b_wt, DOT_PRECISION)  # [BB, BN]
-    b_h = tanh_f32(b_a + tl.load(p_u + o_bn, mask=m_bn, other=0.0).to(tl.float32))
+    b_h = act_f32(b_a + tl.load(p_u + o_bn, mask=m_bn, other=0.0).to(tl.float32), RELU)
+    if HAS_LENGTHS:
+        # rows past their length copy h_prev; the masked load reads nothing for the others
+        b_keep = tl.load(p_prev + o_bn, mask=m_bn & ~m_v, other=0.0).to(tl.float32)
+        b_h = tl.where(m_v, b_h, b_keep)
     tl.store(p_hs + o_bn, b_h.to(p_hs.dtype.element_ty), mask=m_bn)
     return b_h
 
 
 @triton.jit
-def _bwd_da(b_carry, p_hs, p_dhs, p_da, o_bn, m_bn, HAS_DHS: tl.constexpr):
-    """da_t = (dh_t + carry) * (1 - h_t^2) on this program's column slice."""
+def _bwd_da(
+    b_carry, p_hs, p_dhs, p_da, m_v, o_bn, m_bn, RELU: tl.constexpr, HAS_LENGTHS: tl.constexpr, HAS_DHS: tl.constexpr
+):
+    """dh_s = carry + dhs_s and da_s = dh_s * act'(h_s) (0 on padded rows) on this program's slice."""
     b_dh = b_carry
     if HAS_DHS:
         b_dh += tl.load(p_dhs + o_bn, mask=m_bn, other=0.0).to(tl.float32)
     b_h = tl.load(p_hs + o_bn, mask=m_bn, other=0.0).to(tl.float32)
-    tl.store(p_da + o_bn, (b_dh * (1.0 - b_h * b_h)).to(p_da.dtype.element_ty), mask=m_bn)
+    b_da = b_dh * act_grad(b_h, RELU)
+    if HAS_LENGTHS:
+        b_da = tl.where(m_v, b_da, 0.0)
+    tl.store(p_da + o_bn, b_da.to(p_da.dtype.element_ty), mask=m_bn)
+    return b_dh
 
 
 @triton.jit
 def _bwd_carry(
-    p_da, p_dinp, b_w, i_b, B, H, o_bn, m_bn, BB: tl.constexpr, BK: tl.constexpr, DOT_PRECISION: tl.constexpr
-):
-    """carry slice = da_t (all columns) @ W[:, slice]: it is dL/d inp_t and dL/d h_{t-1}."""
+    p_da, b_dh, b_w, m_v, i_b, B, H,
+    BB: tl.constexpr, BK: tl.constexpr, DOT_PRECISION: tl.constexpr, HAS_LENGTHS: tl.constexpr,
+):  # fmt: skip
+    """dL/dh_prev on the slice: da_s (all columns) @ W[:, slice]; padded rows pass dh_s through."""
     b_da = _rows(p_da, i_b, B, H, BB, BK)  # [BB, BK]
     b_carry = dot_f32(b_da, b_w, DOT_PRECISION)  # [BB, BN]
-    tl.store(p_dinp + o_bn, b_carry.to(p_dinp.dtype.element_ty), mask=m_bn)
+    if HAS_LENGTHS:
+        b_carry = tl.where(m_v, b_carry, b_dh)
     return b_carry
 
 
 @triton.jit(do_not_specialize=["T"])
 def split_recurrent_fwd_kernel(
-    u,  # (T, B, H): inp @ W^T + bias
-    wt,  # (H, H): W^T, contiguous
+    u,  # (T, B, H): inp @ W_ih^T + biases
+    wt,  # (H, H): W_hh^T, contiguous
     h0,  # (B, H)
+    lengths,  # (B,) int, read only when HAS_LENGTHS
     hs,  # (T, B, H) out
     hn,  # (B, H) out
     count,  # (cdiv(B, BB),) int32 zeros: barrier counter per batch block
@@ -107,31 +132,37 @@ def split_recurrent_fwd_kernel(
     BK: tl.constexpr,
     BN: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    RELU: tl.constexpr,
+    REVERSE: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr,
 ):
-    i_b, o_bn, m_bn, o_kn, m_kn = _tile(B, H, BB, BK, BN)
+    i_b, o_b, m_b, o_bn, m_bn, o_kn, m_kn = _tile(B, H, BB, BK, BN)
     n_prog = tl.num_programs(1)
     b_wt = tl.load(wt + o_kn, mask=m_kn, other=0.0)  # [BK, BN], kept for all T
     b_h = tl.zeros([BB, BN], dtype=tl.float32)
     p_prev = h0
-    p_u = u
-    p_hs = hs
-    for t in range(T):
-        b_h = _fwd_step(p_prev, p_u, p_hs, b_wt, i_b, B, H, o_bn, m_bn, BB, BK, DOT_PRECISION)
-        grid_barrier(count + i_b, (t + 1) * n_prog)
-        p_prev = p_hs
-        p_u += B * H
-        p_hs += B * H
+    o_t = (T - 1).to(tl.int64) * B * H if REVERSE else tl.zeros([], dtype=tl.int64)
+    d_t = -B * H if REVERSE else B * H
+    for i in range(T):
+        m_v = _valid(T - 1 - i if REVERSE else i, lengths, o_b, m_b, BB, HAS_LENGTHS)
+        b_h = _fwd_step(
+            p_prev, u + o_t, hs + o_t, b_wt, m_v, i_b, B, H, o_bn, m_bn, BB, BK, DOT_PRECISION, RELU, HAS_LENGTHS
+        )
+        grid_barrier(count + i_b, (i + 1) * n_prog)
+        p_prev = hs + o_t
+        o_t += d_t
     tl.store(hn + o_bn, b_h.to(hn.dtype.element_ty), mask=m_bn)
 
 
-@triton.jit(do_not_specialize=["t"])
+@triton.jit(do_not_specialize=["i", "T"])
 def split_recurrent_fwd_step_kernel(
-    u,  # (T, B, H): inp @ W^T + bias
-    wt,  # (H, H): W^T, contiguous
+    u,  # (T, B, H): inp @ W_ih^T + biases
+    wt,  # (H, H): W_hh^T, contiguous
     h0,  # (B, H)
+    lengths,  # (B,) int, read only when HAS_LENGTHS
     hs,  # (T, B, H) out
     hn,  # (B, H) out, written at the last step
-    t,
+    i,  # processed steps so far: this launch runs time index s = i (T - 1 - i when REVERSE)
     T,
     B,
     H,
@@ -139,26 +170,33 @@ def split_recurrent_fwd_step_kernel(
     BK: tl.constexpr,
     BN: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    RELU: tl.constexpr,
+    REVERSE: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr,
 ):
-    i_b, o_bn, m_bn, o_kn, m_kn = _tile(B, H, BB, BK, BN)
+    i_b, o_b, m_b, o_bn, m_bn, o_kn, m_kn = _tile(B, H, BB, BK, BN)
     b_wt = tl.load(wt + o_kn, mask=m_kn, other=0.0)
-    o_t = t.to(tl.int64) * B * H
+    s = T - 1 - i if REVERSE else i
+    o_t = s.to(tl.int64) * B * H
     p_prev = h0
-    if t > 0:
-        p_prev = hs + o_t - B * H
-    b_h = _fwd_step(p_prev, u + o_t, hs + o_t, b_wt, i_b, B, H, o_bn, m_bn, BB, BK, DOT_PRECISION)
-    if t == T - 1:
+    if i > 0:
+        p_prev = hs + (o_t + B * H if REVERSE else o_t - B * H)
+    m_v = _valid(s, lengths, o_b, m_b, BB, HAS_LENGTHS)
+    b_h = _fwd_step(
+        p_prev, u + o_t, hs + o_t, b_wt, m_v, i_b, B, H, o_bn, m_bn, BB, BK, DOT_PRECISION, RELU, HAS_LENGTHS
+    )
+    if i == T - 1:
         tl.store(hn + o_bn, b_h.to(hn.dtype.element_ty), mask=m_bn)
 
 
 @triton.jit(do_not_specialize=["T"])
 def split_recurrent_bwd_kernel(
-    w,  # (H, H)
+    w,  # (H, H): W_hh
     hs,  # (T, B, H)
     dhs,  # (T, B, H), read only when HAS_DHS
     dhn,  # (B, H), read only when HAS_DHN
-    da,  # (T, B, H) out, storage dtype: dL/d(pre-activation), reduced into dW and db by the caller
-    dinp,  # (T, B, H) out
+    lengths,  # (B,) int, read only when HAS_LENGTHS
+    da,  # (T, B, H) out: dL/d(pre-activation) = dL/du; the caller reduces it into dW_hh
     dh0,  # (B, H) out
     count,  # (cdiv(B, BB),) int32 zeros
     T,
@@ -168,51 +206,75 @@ def split_recurrent_bwd_kernel(
     BK: tl.constexpr,
     BN: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    RELU: tl.constexpr,
+    REVERSE: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr,
     HAS_DHS: tl.constexpr,
     HAS_DHN: tl.constexpr,
 ):
-    i_b, o_bn, m_bn, o_kn, m_kn = _tile(B, H, BB, BK, BN)
+    i_b, o_b, m_b, o_bn, m_bn, o_kn, m_kn = _tile(B, H, BB, BK, BN)
     n_prog = tl.num_programs(1)
     b_w = tl.load(w + o_kn, mask=m_kn, other=0.0)  # [BK, BN], kept for all T
     b_carry = tl.zeros([BB, BN], dtype=tl.float32)
     if HAS_DHN:
         b_carry += tl.load(dhn + o_bn, mask=m_bn, other=0.0).to(tl.float32)
-    o_t = (T - 1).to(tl.int64) * B * H
+    # the forward's steps in the opposite order
+    o_t = tl.zeros([], dtype=tl.int64) if REVERSE else (T - 1).to(tl.int64) * B * H
+    d_t = B * H if REVERSE else -B * H
     for i in range(T):
-        _bwd_da(b_carry, hs + o_t, dhs + o_t, da + o_t, o_bn, m_bn, HAS_DHS)
+        m_v = _valid(i if REVERSE else T - 1 - i, lengths, o_b, m_b, BB, HAS_LENGTHS)
+        b_dh = _bwd_da(b_carry, hs + o_t, dhs + o_t, da + o_t, m_v, o_bn, m_bn, RELU, HAS_LENGTHS, HAS_DHS)
         grid_barrier(count + i_b, (i + 1) * n_prog)
-        b_carry = _bwd_carry(da + o_t, dinp + o_t, b_w, i_b, B, H, o_bn, m_bn, BB, BK, DOT_PRECISION)
-        o_t -= B * H
+        b_carry = _bwd_carry(da + o_t, b_dh, b_w, m_v, i_b, B, H, BB, BK, DOT_PRECISION, HAS_LENGTHS)
+        o_t += d_t
     tl.store(dh0 + o_bn, b_carry.to(dh0.dtype.element_ty), mask=m_bn)
 
 
-@triton.jit(do_not_specialize=["t"])
+@triton.jit(do_not_specialize=["i", "T"])
 def split_recurrent_bwd_step_kernel(
-    w,  # (H, H)
+    w,  # (H, H): W_hh
     hs,  # (T, B, H)
     dhs,  # (T, B, H), read only when HAS_DHS
-    carry,  # (B, H) fp32: dhn (or zeros) before the first phase, then the running carry
-    da,  # (T, B, H) out, storage dtype: dL/d(pre-activation), reduced into dW and db by the caller
-    dinp,  # (T, B, H) out
-    dh0,  # (B, H) out, written at t == 0
-    t,
+    dhn,  # (B, H), read only when HAS_DHN
+    lengths,  # (B,) int, read only when HAS_LENGTHS
+    dh,  # (B, H) fp32 scratch: dh of the step the previous launch ran (padded rows pass it on)
+    da,  # (T, B, H) out: dL/d(pre-activation) = dL/du
+    dh0,  # (B, H) out, written by the last launch (i == T)
+    i,  # launch 0..T: finishes processed step i - 1 (i > 0), then runs step i (i < T)
+    T,
     B,
     H,
     BB: tl.constexpr,
     BK: tl.constexpr,
     BN: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    RELU: tl.constexpr,
+    REVERSE: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr,
     HAS_DHS: tl.constexpr,
-    PHASE: tl.constexpr,
+    HAS_DHN: tl.constexpr,
 ):
-    i_b, o_bn, m_bn, o_kn, m_kn = _tile(B, H, BB, BK, BN)
-    o_t = t.to(tl.int64) * B * H
-    if PHASE == 0:
-        b_carry = tl.load(carry + o_bn, mask=m_bn, other=0.0)
-        _bwd_da(b_carry, hs + o_t, dhs + o_t, da + o_t, o_bn, m_bn, HAS_DHS)
+    i_b, o_b, m_b, o_bn, m_bn, o_kn, m_kn = _tile(B, H, BB, BK, BN)
+    # processed step i is time index T - 1 - i walking back (i when the forward ran REVERSE)
+    b_carry = tl.zeros([BB, BN], dtype=tl.float32)
+    if i == 0:
+        if HAS_DHN:
+            b_carry += tl.load(dhn + o_bn, mask=m_bn, other=0.0).to(tl.float32)
     else:
+        s_prev = i - 1 if REVERSE else T - i
         b_w = tl.load(w + o_kn, mask=m_kn, other=0.0)
-        b_carry = _bwd_carry(da + o_t, dinp + o_t, b_w, i_b, B, H, o_bn, m_bn, BB, BK, DOT_PRECISION)
-        tl.store(carry + o_bn, b_carry, mask=m_bn)
-        if t == 0:
-            tl.store(dh0 + o_bn, b_carry.to(dh0.dtype.element_ty), mask=m_bn)
+        b_dh = tl.zeros([BB, BN], dtype=tl.float32)
+        if HAS_LENGTHS:
+            b_dh = tl.load(dh + o_bn, mask=m_bn, other=0.0)
+        m_v = _valid(s_prev, lengths, o_b, m_b, BB, HAS_LENGTHS)
+        p_da = da + s_prev.to(tl.int64) * B * H
+        b_carry = _bwd_carry(p_da, b_dh, b_w, m_v, i_b, B, H, BB, BK, DOT_PRECISION, HAS_LENGTHS)
+    if i == T:
+        tl.store(dh0 + o_bn, b_carry.to(dh0.dtype.element_ty), mask=m_bn)
+    else:
+        s = i if REVERSE else T - 1 - i
+        o_t = s.to(tl.int64) * B * H
+        m_v = _valid(s, lengths, o_b, m_b, BB, HAS_LENGTHS)
+        b_dh = _bwd_da(b_carry, hs + o_t, dhs + o_t, da + o_t, m_v, o_bn, m_bn, RELU, HAS_LENGTHS, HAS_DHS)
+        if HAS_LENGTHS:
+            tl.store(dh + o_bn, b_dh, mask=m_bn)

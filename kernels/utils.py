@@ -46,6 +46,22 @@ def tanh_f32(x):
 
 
 @triton.jit
+def act_f32(x, RELU: tl.constexpr):
+    """The cell's nonlinearity on float32: relu (NaN kept, as torch.relu) or tanh_f32."""
+    if RELU:
+        return tl.where(x < 0.0, 0.0, x)
+    return tanh_f32(x)
+
+
+@triton.jit
+def act_grad(h, RELU: tl.constexpr):
+    """d act / d a, written with the output h = act(a): (h > 0) for relu, 1 - h^2 for tanh."""
+    if RELU:
+        return tl.where(h > 0.0, 1.0, 0.0)
+    return 1.0 - h * h
+
+
+@triton.jit
 def grid_barrier(p_count, target):
     """Wait until `target` arrivals are counted at `p_count` (int32, global memory).
 

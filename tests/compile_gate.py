@@ -24,6 +24,15 @@ ARCHS = (80, 90)
 TRITON_DTYPE = {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}
 
 
+#: Feature variants built for every config: the plain cell, and the costliest feature set
+#: (per-row lengths and the reverse walk, with tanh); relu only shortens the code.
+VARIANTS = {
+    "plain": dict(RELU=False, REVERSE=False, HAS_LENGTHS=False),
+    "lengths-reverse": dict(RELU=False, REVERSE=True, HAS_LENGTHS=True),
+    "relu": dict(RELU=True, REVERSE=False, HAS_LENGTHS=False),
+}
+
+
 def _jobs():
     from fused_rnn.dispatch import all_configs
 
@@ -33,42 +42,40 @@ def _jobs():
         p = "*" + t
         c = dict(BB=cfg.block_b, DOT_PRECISION=prec)
         dims = {"B": "i32", "H": "i32"}
+        grads = dict(HAS_DHS=True, HAS_DHN=True)
         if cfg.mode == "single":
             c["BH"] = cfg.block_h
             kernels = [
-                ("fused_recurrent_fwd_kernel", dict(inp=p, wt=p, bias=p, h0=p, hs=p, hn=p, T="i32"), {}),
+                ("fused_recurrent_fwd_kernel", dict(u=p, wt=p, h0=p, lengths="*i32", hs=p, hn=p, T="i32"), {}),
                 (
                     "fused_recurrent_bwd_kernel",
-                    dict(w=p, hs=p, dhs=p, dhn=p, da=p, dinp=p, dh0=p, T="i32"),
-                    dict(HAS_DHS=True, HAS_DHN=True),
+                    dict(w=p, hs=p, dhs=p, dhn=p, lengths="*i32", da=p, dh0=p, T="i32"),
+                    grads,
                 ),
             ]
         else:
             c.update(BK=cfg.block_h, BN=cfg.block_n)
+            fwd = dict(u=p, wt=p, h0=p, lengths="*i32", hs=p, hn=p)
+            bwd = dict(w=p, hs=p, dhs=p, dhn=p, lengths="*i32")
             kernels = [
-                ("split_recurrent_fwd_kernel", dict(u=p, wt=p, h0=p, hs=p, hn=p, count="*i32", T="i32"), {}),
-                ("split_recurrent_fwd_step_kernel", dict(u=p, wt=p, h0=p, hs=p, hn=p, t="i32", T="i32"), {}),
-                (
-                    "split_recurrent_bwd_kernel",
-                    dict(w=p, hs=p, dhs=p, dhn=p, da=p, dinp=p, dh0=p, count="*i32", T="i32"),
-                    dict(HAS_DHS=True, HAS_DHN=True),
-                ),
+                ("split_recurrent_fwd_kernel", dict(fwd, count="*i32", T="i32"), {}),
+                ("split_recurrent_fwd_step_kernel", dict(fwd, i="i32", T="i32"), {}),
+                ("split_recurrent_bwd_kernel", dict(bwd, da=p, dh0=p, count="*i32", T="i32"), grads),
+                ("split_recurrent_bwd_step_kernel", dict(bwd, dh="*fp32", da=p, dh0=p, i="i32", T="i32"), grads),
             ]
-            step = dict(w=p, hs=p, dhs=p, carry="*fp32", da=p, dinp=p, dh0=p, t="i32")
-            for phase in (0, 1):
-                kernels.append(("split_recurrent_bwd_step_kernel", step, dict(HAS_DHS=True, PHASE=phase)))
         for name, sig, extra in kernels:
-            cex = dict(c, **extra)
-            full = dict(sig, **dims, **{k: "constexpr" for k in cex})
-            warps = cfg.num_warps_bwd if "bwd" in name else cfg.num_warps
-            for cc in ARCHS:
-                jobs.append(
-                    dict(
-                        dtype=t, precision=prec, mode=cfg.mode, block_h=cfg.block_h, block_n=cfg.block_n,
-                        num_warps=warps, kernel=name, phase=extra.get("PHASE"), cc=cc,
-                        signature=full, constexprs=cex,
-                    )
-                )  # fmt: skip
+            for variant, flags in VARIANTS.items():
+                cex = dict(c, **extra, **flags)
+                full = dict(sig, **dims, **{k: "constexpr" for k in cex})
+                warps = cfg.num_warps_bwd if "bwd" in name else cfg.num_warps
+                for cc in ARCHS:
+                    jobs.append(
+                        dict(
+                            dtype=t, precision=prec, mode=cfg.mode, block_h=cfg.block_h, block_n=cfg.block_n,
+                            num_warps=warps, kernel=name, variant=variant, cc=cc,
+                            signature=full, constexprs=cex,
+                        )
+                    )  # fmt: skip
     return jobs
 
 
@@ -123,7 +130,7 @@ def main() -> None:
     print("| dtype | prec | mode | BH | BN | warps | kernel | sm | regs | stack | smem KiB | mma |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        kern = r["kernel"].replace("_kernel", "") + ("" if r["phase"] is None else f"[phase {r['phase']}]")
+        kern = f"{r['kernel'].replace('_kernel', '')} [{r['variant']}]"
         print(
             f"| {r['dtype']} | {r['precision']} | {r['mode']} | {r['block_h']} | {r['block_n']} | {r['num_warps']} "
             f"| {kern} | {r['cc']} | {r['registers']} | {r['stack']} | {r['shared'] / 1024:.0f} | {r['tensor_cores']} |"

@@ -39,3 +39,13 @@ def pytest_runtest_makereport(item, call):
     if call.when == "call" and call.excinfo is not None and "_fresh_seed" in item.fixturenames:
         seed = item.funcargs.get("_fresh_seed")
         item.add_report_section("call", "seed", f"torch.manual_seed({seed})")
+
+
+@pytest.fixture
+def precision(request):
+    """Sets torch's float32 matmul precision for "fp32" / "tf32" and gives the tensor dtype."""
+    mode = request.param
+    old = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision({"fp32": "highest", "tf32": "high"}.get(mode, old))
+    yield mode, torch.float32 if isinstance(mode, str) else mode
+    torch.set_float32_matmul_precision(old)

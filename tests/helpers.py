@@ -1,8 +1,18 @@
 """Shared test helpers: float64 references and error measures."""
 
+import pytest
 import torch
 
-from fused_rnn import recurrence_reference
+from fused_rnn import KernelConfig, recurrence_reference
+from fused_rnn.dispatch import SPLIT_BN, padded
+
+#: The precisions every kernel test runs at; the "precision" fixture (conftest.py) applies them.
+DTYPES = [
+    pytest.param("fp32", id="fp32"),
+    pytest.param("tf32", id="tf32"),
+    pytest.param(torch.float16, id="fp16"),
+    pytest.param(torch.bfloat16, id="bf16"),
+]
 
 #: One tolerance table: max ||got - ref|| / ||ref|| against float64, per dtype (and fp32 dot mode).
 TOL = {
@@ -36,3 +46,8 @@ def reference_grads(xs, dhs, dhn):
     loss = (hs * dhs.cpu().double()).sum() + (hn * dhn.cpu().double()).sum()
     loss.backward()
     return hs, hn, [y.grad for y in ys]
+
+
+def split_config(H: int, prec: str) -> KernelConfig:
+    """The split kernels forced onto a small H, to prove their math on awkward shapes."""
+    return KernelConfig("split", 16, padded(H), SPLIT_BN, 8, prec)

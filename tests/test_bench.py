@@ -9,11 +9,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_quick_benchmark(tmp_path):
+def _env() -> dict:
+    """The torch path on CPU (faster than Triton's interpreter), one OpenMP thread."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def test_quick_benchmark(tmp_path):
     out = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "bench.py"), "--quick", "--out", str(tmp_path)],
-        env=env,
+        env=_env(),
         capture_output=True,
         text=True,
         timeout=300,
@@ -25,6 +31,68 @@ def test_quick_benchmark(tmp_path):
     assert {"device", "torch", "triton", "cudnn", "date"} <= set(res["info"])
     block = res["precisions"]["ieee"]
     assert len(block["recurrence"]) == len(res["grid"]["B"]) * len(res["grid"]["T"]) * len(res["grid"]["H"])
+    assert len(block["model"]) == len(block["recurrence"])
+    assert len(block["generation"]) == len(res["grid"]["gen_T"]) * len(res["grid"]["gen_H"])
     for r in block["recurrence"] + block["generation"]:
         assert r["max_rel_vs_nn_rnn"] < 1e-5 and r["fused_fwd_ms"] > 0
+    assert block["failed_points"] == 0
     assert "Geometric mean" in out.stdout
+
+
+def test_without_matplotlib_the_plot_is_skipped(tmp_path):
+    """matplotlib missing: JSON and markdown written, one line saying how to get the plot, exit 0."""
+    prelude = (
+        "import sys; sys.modules['matplotlib'] = None; "  # `import matplotlib` now raises ImportError
+        "from fused_rnn.bench.runner import main; "
+        "raise SystemExit(main(sys.argv[1:]))"
+    )
+    argv = ["--quick", "--B", "2", "--T", "3", "--H", "8", "--out", str(tmp_path)]
+    out = subprocess.run(
+        [sys.executable, "-c", prelude, *argv], env=_env(), capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".md"]
+    both = out.stdout + out.stderr
+    lines = [line for line in both.splitlines() if "fused_rnn[plot]" in line]
+    assert len(lines) == 1 and "plot skipped" in lines[0], both[-3000:]
+    assert "Traceback" not in both
+    assert ".png" not in out.stderr.splitlines()[-1]  # the "wrote ..." line names only what was written
+
+
+def test_a_new_case_plugs_in_and_a_failed_point_fails_the_run(tmp_path, capsys):
+    """A case defined outside the runner runs, reports and plots; its wrong point is FAIL and exit 1."""
+    from fused_rnn.bench import runner
+    from fused_rnn.bench.case import Case, Column, Speedup, speedup_column
+
+    def check(shape, ctx):
+        return {"toy_max_rel": 1.0 if shape["H"] == 8 else 0.0}  # H = 8 is wrong on purpose
+
+    def run(shape, ctx):
+        fused = ctx.time_ms(lambda: sum(range(1000)))
+        return {"fused_ms": fused, "ref_ms": 2 * fused}
+
+    s = Speedup("toy_vs_ref", "ref_ms", "fused_ms", "toy over ref", geomean=True)
+    toy = Case(
+        name="toy",
+        title="Toy",
+        full=dict(toy_H=[4, 8]),
+        quick=dict(toy_H=[4, 8]),
+        points=lambda grid: [dict(B=1, T=1, H=h) for h in grid["toy_H"]],
+        setup=lambda shape, ctx: shape,
+        check=check,
+        run=run,
+        columns=(Column("H", lambda r: str(r["H"])), speedup_column("x", s)),
+        speedups=(s,),
+        plots=((s.key, "toy"),),
+    )
+    code = runner.main(["--quick", "--device", "cpu", "--out", str(tmp_path)], cases=[toy])
+    out = capsys.readouterr()
+    assert code == 1 and "1 point(s) failed" in out.err
+    res = json.loads(next(tmp_path.glob("*.json")).read_text())
+    block = res["precisions"]["ieee"]
+    good, bad = block["toy"]
+    assert good["ok"] and good["speedup_toy_vs_ref"] == 2.0 and block["geomean_toy_vs_ref"] == 2.0
+    assert not bad["ok"] and bad["speedup_toy_vs_ref"] is None and block["failed_points"] == 1
+    assert res["grid"] == {"toy_H": [4, 8]}
+    assert "| 8 | FAIL |" in out.out and "toy over ref 2.00x. Failed checks: 1." in out.out
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".md", ".png"]

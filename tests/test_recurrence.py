@@ -2,10 +2,9 @@
 
 import pytest
 import torch
-from helpers import TOL, make_inputs, reference_grads, rel_err
+from helpers import DTYPES, TOL, make_inputs, reference_grads, rel_err, split_config
 
-from fused_rnn import KernelConfig, fused_recurrence
-from fused_rnn.dispatch import SPLIT_BN, padded
+from fused_rnn import fused_recurrence
 
 SHAPES = [
     pytest.param(1, 1, 1, id="T1-B1-H1"),
@@ -16,27 +15,6 @@ SHAPES = [
     pytest.param(4, 17, 256, id="T4-B17-H256"),
     pytest.param(2, 3, 300, id="T2-B3-H300"),
 ]
-DTYPES = [
-    pytest.param("fp32", id="fp32"),
-    pytest.param("tf32", id="tf32"),
-    pytest.param(torch.float16, id="fp16"),
-    pytest.param(torch.bfloat16, id="bf16"),
-]
-
-
-@pytest.fixture
-def precision(request):
-    """Sets torch's float32 matmul precision for "fp32" / "tf32" and gives the tensor dtype."""
-    mode = request.param
-    old = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision({"fp32": "highest", "tf32": "high"}.get(mode, old))
-    yield mode, torch.float32 if isinstance(mode, str) else mode
-    torch.set_float32_matmul_precision(old)
-
-
-def split_config(H: int, prec: str) -> KernelConfig:
-    """The split kernels forced onto a small H, to prove their math on awkward shapes."""
-    return KernelConfig("split", 16, padded(H), SPLIT_BN, 8, prec)
 
 
 def check_all(T, B, H, mode, dtype, device, config=None):
