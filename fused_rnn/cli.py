@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import time
@@ -186,6 +187,24 @@ def _speed_line(cfg: TrainConfig) -> str:
     )
 
 
+def _demo_report(cfg: TrainConfig) -> str:
+    """`fused-rnn inspect` on the demo's checkpoint and the last 2,000 characters of its (held-out) text."""
+    from .data import load_text
+
+    ckpt = Path(cfg.out) / "checkpoint.pt"
+    out = Path(cfg.out) / "inspect"
+    text = load_text(cfg.text)[-2000:]
+    if importlib.util.find_spec("matplotlib") is None:
+        return (
+            'inspect: skipped, matplotlib is not installed; pip install "fused_rnn[plot]", then '
+            f"fused-rnn inspect --checkpoint {ckpt} --text FILE --out {out}"
+        )
+    from .inspector import inspect_checkpoint
+
+    inspect_checkpoint(ckpt, text, out, device=cfg.device)
+    return f"inspect: the model's insides on 2,000 held-out characters: open {out / 'index.html'} in a browser"
+
+
 def main(argv: list[str] | None = None) -> int:
     """The `fused-rnn` command line; returns the exit status (2 for unusable input, with one `error:` line)."""
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
@@ -227,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
             print(_speed_line(cfg))
+            print(_demo_report(cfg))
         return 0
     except (DataError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -35,8 +35,33 @@ def test_quick_benchmark(tmp_path):
     assert len(block["generation"]) == len(res["grid"]["gen_T"]) * len(res["grid"]["gen_H"])
     for r in block["recurrence"] + block["generation"]:
         assert r["max_rel_vs_nn_rnn"] < 1e-5 and r["fused_fwd_ms"] > 0
+    _check_rnn_case(res, out.stdout)
     assert block["failed_points"] == 0
     assert "Geometric mean" in out.stdout
+
+
+def _check_rnn_case(res: dict, stdout: str) -> None:
+    """The "rnn" case (FusedRNN vs nn.RNN): every variant of every point, checked, timed, in the table."""
+    from fused_rnn.bench.case import worst_error
+
+    block, grid = res["precisions"]["ieee"], res["grid"]
+    rows = block["rnn"]
+    assert len(rows) == 4 * len(grid["rnn_B"]) * len(grid["rnn_T"]) * len(grid["rnn_H"])
+    assert {(r["layers"], r["dirs"], r["packed"]) for r in rows} == {(1, 1, 0), (2, 1, 0), (1, 2, 0), (1, 1, 1)}
+    for r in rows:
+        assert r["ok"] and r["backend"] in ("torch", "triton")
+        for key in ("max_rel_vs_nn_rnn", "hn_max_rel_vs_nn_rnn", "input_grad_max_rel_vs_nn_rnn"):
+            assert r[key] < 1e-5, (key, r)
+        assert worst_error(r) < 1e-5, r  # h0 and every parameter's gradient too
+        assert r["fused_fwd_ms"] > 0 and r["fused_fwdbwd_ms"] > 0
+        assert r["speedup_rnn_fwd_vs_nn_rnn"] > 0 and r["speedup_rnn_fwdbwd_vs_nn_rnn"] > 0
+    for r in (r for r in rows if r["packed"]):  # ragged lengths, and the padded run of the same max length
+        assert 0 < r["fill"] < 1 and r["fused_padded_fwd_ms"] > 0 and r["nn_rnn_padded_fwdbwd_ms"] > 0
+        for who in ("nn_rnn", "fused"):
+            for what in ("fwd", "fwdbwd"):
+                assert r[f"{who}_packed_over_padded_{what}"] == r[f"{who}_{what}_ms"] / r[f"{who}_padded_{what}_ms"]
+    assert block["geomean_rnn_fwd_vs_nn_rnn"] > 0 and block["geomean_rnn_fwdbwd_vs_nn_rnn"] > 0
+    assert "FusedRNN fwd+bwd over nn.RNN (all variants)" in stdout and "| packed | " in stdout
 
 
 def test_without_matplotlib_the_plot_is_skipped(tmp_path):

@@ -7,8 +7,8 @@ check and tolerance, markdown columns, speedups) and one entry here.
 from __future__ import annotations
 
 from ..case import Case
-from . import char_model, generation, recurrence
+from . import char_model, generation, nn_rnn, recurrence
 
-CASES: list[Case] = [recurrence.CASE, generation.CASE, char_model.CASE]
+CASES: list[Case] = [recurrence.CASE, generation.CASE, char_model.CASE, nn_rnn.CASE]
 
 __all__ = ["CASES"]
