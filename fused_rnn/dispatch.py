@@ -20,18 +20,31 @@ SPLIT_MAX_H = {torch.float32: 1024, torch.float16: 2048, torch.bfloat16: 2048}
 SPLIT_BN = 16
 BLOCK_B = 16
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-#: (mode, block_h) -> (forward warps, backward warps): the first count, of 4 / 8 / 16,
-#: that builds without spills for every dtype on sm_80 and sm_90 (compile gate).
+#: (mode, block_h) -> warps of the (forward, backward) step or single-program kernels, then
+#: of the persistent split (forward, backward), and whether those get `max_registers`:
+#: per kernel, the first count of 4 / 8 / 16 that builds without spills for every dtype,
+#: feature variant and card (compile gate). ptxas caps a kernel's registers by its own
+#: heuristic (168 at 4 warps, 128 at 8); where no warp count builds clean under that cap
+#: (the persistent split at BK = 1024), the kernel is allowed the whole register file.
+#: Giving it to every kernel does not work: ptxas then spills some that build clean without.
 WARPS = {
     ("single", 16): (4, 4),
     ("single", 32): (4, 4),
     ("single", 64): (4, 4),
-    ("single", 128): (8, 16),  # fp32 backward spills 16 B on sm_80 at 8 warps
-    ("split", 256): (8, 8),
-    ("split", 512): (8, 8),
-    ("split", 1024): (8, 16),  # half backward step spills 136 B on sm_90 at 8 warps
-    ("split", 2048): (8, 8),
+    ("single", 128): (8, 8),
+    ("split", 256): (4, 4, 8, 8, False),
+    ("split", 512): (16, 4, 4, 4, False),  # the half forward step spills 8 B at 8 warps
+    ("split", 1024): (8, 8, 8, 8, True),  # the persistent forward spills 8-24 B at 4, 8 and 16 warps
+    ("split", 2048): (8, 16, 8, 8, False),  # the backward step spills 72 B at 8 warps, the persistent 104 B at 16
 }
+
+
+def max_registers(num_warps: int) -> int:
+    """Registers per thread that let one program use the whole 64K register file (at most 255).
+
+    Given where WARPS says so (see there).
+    """
+    return min(255, 65536 // (32 * num_warps))
 
 
 @dataclass(frozen=True)
@@ -52,6 +65,9 @@ class KernelConfig:
     num_warps: int
     dot_precision: str
     num_warps_bwd: int = 8
+    num_warps_persistent: int | None = None  # None: as num_warps
+    num_warps_bwd_persistent: int | None = None  # None: as num_warps_bwd
+    persistent_maxnreg: bool = False  # the persistent split kernels may use the whole register file
 
     def key(self) -> str:
         """A string that `from_key` turns back into this config (custom ops take strings, not objects)."""
@@ -59,8 +75,19 @@ class KernelConfig:
 
     @classmethod
     def from_key(cls, key: str) -> KernelConfig:
-        mode, bb, bh, bn, nw, prec, nwb = key.split(":")
-        return cls(mode, int(bb), int(bh), int(bn), int(nw), prec, int(nwb))
+        mode, bb, bh, bn, nw, prec, nwb, nwp, nwbp, maxnreg = key.split(":")
+        opt = [None if v == "None" else int(v) for v in (nwp, nwbp)]
+        return cls(mode, int(bb), int(bh), int(bn), int(nw), prec, int(nwb), *opt, maxnreg == "True")
+
+    def launch_options(self, backward: bool, persistent: bool) -> dict:
+        """num_warps (and maxnreg where set) of one kernel: `persistent` is the split grid-barrier kernel."""
+        w = self.num_warps_bwd if backward else self.num_warps
+        if persistent and self.mode == "split":
+            pw = self.num_warps_bwd_persistent if backward else self.num_warps_persistent
+            w = w if pw is None else pw
+            if self.persistent_maxnreg:
+                return {"num_warps": w, "maxnreg": max_registers(w)}
+        return {"num_warps": w}
 
 
 def padded(h: int) -> int:
@@ -101,7 +128,8 @@ def select_config(
     if H <= SINGLE_MAX_H:
         return KernelConfig("single", BLOCK_B, bh, bh, WARPS["single", bh][0], precision, WARPS["single", bh][1])
     if H <= SPLIT_MAX_H[dtype]:
-        return KernelConfig("split", BLOCK_B, bh, SPLIT_BN, WARPS["split", bh][0], precision, WARPS["split", bh][1])
+        fwd, bwd, fwd_p, bwd_p, maxnreg = WARPS["split", bh]
+        return KernelConfig("split", BLOCK_B, bh, SPLIT_BN, fwd, precision, bwd, fwd_p, bwd_p, maxnreg)
     return None
 
 

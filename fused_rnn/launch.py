@@ -117,24 +117,24 @@ def forward(
         if cfg.mode == "single":
             K.fused_recurrent_fwd_kernel[(n_b,)](
                 u, wt, h0, lengths_arg, hs, hn, T, B, H,
-                BB=cfg.block_b, BH=cfg.block_h, DOT_PRECISION=cfg.dot_precision, num_warps=cfg.num_warps, **flags,
+                BB=cfg.block_b, BH=cfg.block_h, DOT_PRECISION=cfg.dot_precision, **flags,
+                **cfg.launch_options(backward=False, persistent=False),
             )  # fmt: skip
             return hs, hn
         grid = (n_b, triton.cdiv(H, cfg.block_n))
-        meta = dict(
-            BB=cfg.block_b, BK=cfg.block_h, BN=cfg.block_n, DOT_PRECISION=cfg.dot_precision, num_warps=cfg.num_warps
-        )
-        meta.update(flags)
+        meta = dict(BB=cfg.block_b, BK=cfg.block_h, BN=cfg.block_n, DOT_PRECISION=cfg.dot_precision, **flags)
         if u.is_cuda and _grid_barrier_enabled():
             count = torch.zeros(n_b, dtype=torch.int32, device=u.device)
             args = (u, wt, h0, lengths_arg, hs, hn, count, T, B, H)
             # a cooperative launch makes the driver refuse a grid that cannot be co-resident
-            kw = dict(meta, launch_cooperative_grid=True)
+            kw = dict(meta, **cfg.launch_options(backward=False, persistent=True), launch_cooperative_grid=True)
             if _persistent_fits(K.split_recurrent_fwd_kernel, args, kw, grid, u.device):
                 K.split_recurrent_fwd_kernel[grid](*args, **kw)
                 return hs, hn
         for i in range(T):
-            K.split_recurrent_fwd_step_kernel[grid](u, wt, h0, lengths_arg, hs, hn, i, T, B, H, **meta)
+            K.split_recurrent_fwd_step_kernel[grid](
+                u, wt, h0, lengths_arg, hs, hn, i, T, B, H, **meta, **cfg.launch_options(False, False)
+            )  # fmt: skip
     return hs, hn
 
 
@@ -166,17 +166,16 @@ def backward(
         if cfg.mode == "single":
             K.fused_recurrent_bwd_kernel[(n_b,)](
                 weight, hs, dhs_arg, dhn_arg, lengths_arg, da, dh0, T, B, H,
-                BB=cfg.block_b, BH=cfg.block_h, DOT_PRECISION=cfg.dot_precision, num_warps=cfg.num_warps_bwd,
-                **flags,
+                BB=cfg.block_b, BH=cfg.block_h, DOT_PRECISION=cfg.dot_precision, **flags,
+                **cfg.launch_options(backward=True, persistent=False),
             )  # fmt: skip
             return da, dh0
         grid = (n_b, triton.cdiv(H, cfg.block_n))
-        meta = dict(BB=cfg.block_b, BK=cfg.block_h, BN=cfg.block_n, DOT_PRECISION=cfg.dot_precision)
-        meta.update(flags, num_warps=cfg.num_warps_bwd)
+        meta = dict(BB=cfg.block_b, BK=cfg.block_h, BN=cfg.block_n, DOT_PRECISION=cfg.dot_precision, **flags)
         if hs.is_cuda and _grid_barrier_enabled():
             count = torch.zeros(n_b, dtype=torch.int32, device=hs.device)
             args = (weight, hs, dhs_arg, dhn_arg, lengths_arg, da, dh0, count, T, B, H)
-            kw = dict(meta, launch_cooperative_grid=True)
+            kw = dict(meta, **cfg.launch_options(backward=True, persistent=True), launch_cooperative_grid=True)
             if _persistent_fits(K.split_recurrent_bwd_kernel, args, kw, grid, hs.device):
                 K.split_recurrent_bwd_kernel[grid](*args, **kw)
                 return da, dh0
@@ -184,6 +183,7 @@ def backward(
         dh = torch.empty(B, H, dtype=torch.float32, device=hs.device) if lengths is not None else da
         for i in range(T + 1):  # launch i finishes step i - 1 and runs step i
             K.split_recurrent_bwd_step_kernel[grid](
-                weight, hs, dhs_arg, dhn_arg, lengths_arg, dh, da, dh0, i, T, B, H, **meta
+                weight, hs, dhs_arg, dhn_arg, lengths_arg, dh, da, dh0, i, T, B, H, **meta,
+                **cfg.launch_options(True, False),
             )  # fmt: skip
     return da, dh0

@@ -67,12 +67,13 @@ def _jobs():
             for variant, flags in VARIANTS.items():
                 cex = dict(c, **extra, **flags)
                 full = dict(sig, **dims, **{k: "constexpr" for k in cex})
-                warps = cfg.num_warps_bwd if "bwd" in name else cfg.num_warps
+                opts = cfg.launch_options(backward="bwd" in name, persistent="step" not in name)
+                warps, maxnreg = opts["num_warps"], opts.get("maxnreg")
                 for cc in ARCHS:
                     jobs.append(
                         dict(
                             dtype=t, precision=prec, mode=cfg.mode, block_h=cfg.block_h, block_n=cfg.block_n,
-                            num_warps=warps, kernel=name, variant=variant, cc=cc,
+                            num_warps=warps, maxnreg=maxnreg, kernel=name, variant=variant, cc=cc,
                             signature=full, constexprs=cex,
                         )
                     )  # fmt: skip
@@ -93,7 +94,8 @@ def _compile(job: dict) -> dict:
 
     fn = getattr(K, job["kernel"])
     src = ASTSource(fn=fn, signature=job["signature"], constexprs=job["constexprs"])
-    compiled = triton.compile(src, target=GPUTarget("cuda", job["cc"], 32), options={"num_warps": job["num_warps"]})
+    options = {"num_warps": job["num_warps"], "maxnreg": job["maxnreg"]}
+    compiled = triton.compile(src, target=GPUTarget("cuda", job["cc"], 32), options=options)
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(compiled.asm["cubin"])
         f.flush()
