@@ -113,10 +113,20 @@ def _add_inspect_parser(sub) -> None:
         "and memory through time (needs matplotlib).",
     )
     p.add_argument("--checkpoint", required=True, metavar="PATH", help="a checkpoint.pt written by train")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--text", metavar="FILE", help="UTF-8 text to run through the model")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument(
+        "--text",
+        metavar="FILE",
+        help="UTF-8 text to run through the model (default: the held-out end of the checkpoint's own training text)",
+    )
     src.add_argument("--prime", metavar="TEXT", help="the text itself, given on the command line")
-    p.add_argument("--length", type=int, default=2000, metavar="N", help="use the first N characters (%(default)s)")
+    p.add_argument(
+        "--length",
+        type=int,
+        default=2000,
+        metavar="N",
+        help="use the first N characters (the last N of the default text) (%(default)s)",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="index.html, the PNGs and inspect.json go here")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA if present")
 
@@ -189,19 +199,16 @@ def _speed_line(cfg: TrainConfig) -> str:
 
 def _demo_report(cfg: TrainConfig) -> str:
     """`fused-rnn inspect` on the demo's checkpoint and the last 2,000 characters of its (held-out) text."""
-    from .data import load_text
-
     ckpt = Path(cfg.out) / "checkpoint.pt"
     out = Path(cfg.out) / "inspect"
-    text = load_text(cfg.text)[-2000:]
     if importlib.util.find_spec("matplotlib") is None:
         return (
             'inspect: skipped, matplotlib is not installed; pip install "fused_rnn[plot]", then '
-            f"fused-rnn inspect --checkpoint {ckpt} --text FILE --out {out}"
+            f"fused-rnn inspect --checkpoint {ckpt} --out {out}"
         )
-    from .inspector import inspect_checkpoint
+    from .inspector import held_out_text, inspect_checkpoint
 
-    inspect_checkpoint(ckpt, text, out, device=cfg.device)
+    inspect_checkpoint(ckpt, held_out_text(ckpt, 2000), out, device=cfg.device)
     return f"inspect: the model's insides on 2,000 held-out characters: open {out / 'index.html'} in a browser"
 
 

@@ -790,12 +790,23 @@ def inspect_checkpoint(
     return data
 
 
+def held_out_text(checkpoint: str | Path, length: int = DEFAULT_LENGTH) -> str:
+    """The last `length` characters of the text the checkpoint was trained on (the validation end)."""
+    return load_text(load_checkpoint(checkpoint)["config"].get("text"))[-length:]
+
+
 def inspect_command(
     checkpoint: str, text_path: str | None, prime: str | None, length: int, out: str, device: str = "auto"
 ) -> str:
-    """`fused-rnn inspect`: read --text FILE (or take --prime TEXT), inspect, and return the report lines."""
+    """`fused-rnn inspect`: read --text FILE, or take --prime TEXT, or else the held-out end of the
+    checkpoint's own training text; inspect, and return the report lines."""
     _require_matplotlib()
-    text = load_text(text_path) if text_path is not None else (prime or "")
+    if text_path is not None:
+        text = load_text(text_path)
+    elif prime is not None:
+        text = prime
+    else:
+        text = held_out_text(checkpoint, length)
     data = inspect_checkpoint(checkpoint, text, out, length=length, device=device)
     page = Path(out) / "index.html"
     best = ", ".join(f"u{m['unit']} {m['class']} r={m['correlation']:+.2f}" for m in data["units"][:3])
@@ -807,4 +818,12 @@ def inspect_command(
     )
 
 
-__all__ = ["DEFAULT_LENGTH", "FIGURES", "char_classes", "inspect_checkpoint", "inspect_command", "memory_curve"]
+__all__ = [
+    "DEFAULT_LENGTH",
+    "FIGURES",
+    "char_classes",
+    "held_out_text",
+    "inspect_checkpoint",
+    "inspect_command",
+    "memory_curve",
+]

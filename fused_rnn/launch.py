@@ -7,8 +7,10 @@ Every tensor handed to a kernel is contiguous and already validated by
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import os
+import warnings
 
 import torch
 
@@ -30,13 +32,22 @@ except Exception as exc:  # pragma: no cover - exercised only where triton is mi
 GRID_BARRIER_ENV = "FUSED_RNN_GRID_BARRIER"
 
 
-def interpreted() -> bool:
-    """True when the kernels were built for Triton's CPU interpreter (TRITON_INTERPRET=1 at import)."""
+def _interpreted() -> bool:
     if K is None:
         return False
     from triton.runtime.interpreter import InterpretedFunction
 
     return isinstance(K.fused_recurrent_fwd_kernel, InterpretedFunction)
+
+
+#: Whether the kernels were built for Triton's CPU interpreter (TRITON_INTERPRET=1 at import):
+#: fixed at import, so backend choice under torch.compile reads a constant.
+INTERPRETED = _interpreted()
+
+
+def interpreted() -> bool:
+    """True when the kernels were built for Triton's CPU interpreter (TRITON_INTERPRET=1 at import)."""
+    return INTERPRETED
 
 
 def unavailable_reason(device: torch.device) -> str | None:
@@ -79,16 +90,50 @@ def _grid_barrier_enabled() -> bool:
     return os.environ.get(GRID_BARRIER_ENV, "0") == "1"
 
 
+@functools.cache
+def _libcuda():
+    return ctypes.CDLL("libcuda.so.1")
+
+
 def _persistent_fits(kernel, args: tuple, kwargs: dict, grid: tuple[int, int], device: torch.device) -> bool:
-    """Whether every program of `grid` can be resident at once (a spin barrier needs that)."""
+    """Whether every program of `grid` can be resident at once (a spin barrier needs that).
+
+    Asks the driver (cuOccupancyMaxActiveBlocksPerMultiprocessor on the compiled kernel,
+    its block size and dynamic shared memory), which counts the register allocation
+    granularity and the shared memory the driver reserves per block.
+    """
     compiled = kernel.warmup(*args, grid=grid, **kwargs)
     compiled._init_handles()
-    props = triton.runtime.driver.active.utils.get_device_properties(device.index)
-    threads = 32 * compiled.metadata.num_warps
-    per_sm = 64 * 1024 // max(1, compiled.n_regs * threads)
-    if compiled.metadata.shared:
-        per_sm = min(per_sm, props["max_shared_mem"] // compiled.metadata.shared)
-    return grid[0] * grid[1] <= per_sm * props["multiprocessor_count"]
+    blocks = ctypes.c_int(0)
+    err = _libcuda().cuOccupancyMaxActiveBlocksPerMultiprocessor(
+        ctypes.byref(blocks),
+        ctypes.c_void_p(compiled.function),
+        ctypes.c_int(32 * compiled.metadata.num_warps),
+        ctypes.c_size_t(compiled.metadata.shared),
+    )
+    if err != 0:
+        return False
+    return grid[0] * grid[1] <= blocks.value * device_key(device)[1]
+
+
+def _launch_persistent(kernel, grid: tuple[int, int], args: tuple, kwargs: dict, device: torch.device) -> bool:
+    """Launch `kernel` cooperatively when the whole grid fits; False (nothing ran) when it does not."""
+    if not _persistent_fits(kernel, args, kwargs, grid, device):
+        return False
+    try:
+        kernel[grid](*args, **kwargs)
+    except RuntimeError as exc:  # the driver refused the cooperative launch: nothing ran
+        if "cooperative" not in str(exc).lower():
+            raise
+        key = (kernel.fn.__name__, grid)
+        if key not in _refused:
+            _refused.add(key)
+            warnings.warn(f"fused_rnn: {exc}; running {grid} with one launch per step instead", stacklevel=4)
+        return False
+    return True
+
+
+_refused: set[tuple] = set()
 
 
 def _guard(device: torch.device):
@@ -128,8 +173,7 @@ def forward(
             args = (u, wt, h0, lengths_arg, hs, hn, count, T, B, H)
             # a cooperative launch makes the driver refuse a grid that cannot be co-resident
             kw = dict(meta, **cfg.launch_options(backward=False, persistent=True), launch_cooperative_grid=True)
-            if _persistent_fits(K.split_recurrent_fwd_kernel, args, kw, grid, u.device):
-                K.split_recurrent_fwd_kernel[grid](*args, **kw)
+            if _launch_persistent(K.split_recurrent_fwd_kernel, grid, args, kw, u.device):
                 return hs, hn
         for i in range(T):
             K.split_recurrent_fwd_step_kernel[grid](
@@ -176,8 +220,7 @@ def backward(
             count = torch.zeros(n_b, dtype=torch.int32, device=hs.device)
             args = (weight, hs, dhs_arg, dhn_arg, lengths_arg, da, dh0, count, T, B, H)
             kw = dict(meta, **cfg.launch_options(backward=True, persistent=True), launch_cooperative_grid=True)
-            if _persistent_fits(K.split_recurrent_bwd_kernel, args, kw, grid, hs.device):
-                K.split_recurrent_bwd_kernel[grid](*args, **kw)
+            if _launch_persistent(K.split_recurrent_bwd_kernel, grid, args, kw, hs.device):
                 return da, dh0
         # dh of the previous launch's step, for rows that pass it through (lengths only)
         dh = torch.empty(B, H, dtype=torch.float32, device=hs.device) if lengths is not None else da

@@ -42,6 +42,23 @@ def _check_like(ref_name: str, ref: torch.Tensor, named: list[tuple[str, torch.T
             raise TypeError(f"{name}: expected dtype {ref.dtype} ({ref_name}'s), got {x.dtype}")
 
 
+def _check_shapes(x_name: str, x, w_name: str, w, h0) -> tuple[int, int, int]:
+    """x (T, B, H), w (H, H) and h0 (B, H) or None: ranks and shapes, named; returns (T, B, H)."""
+    _check_tensor(x_name, x, "(T, B, H)", 3)
+    T, B, H = x.shape
+    _check_tensor(w_name, w, f"(H, H) = ({H}, {H})", 2)
+    if tuple(w.shape) != (H, H):
+        raise ValueError(
+            f"{w_name}: expected shape (H, H) = ({H}, {H}) to match {x_name} (T, B, H) = {tuple(x.shape)}, "
+            f"got {tuple(w.shape)}"
+        )
+    if h0 is not None:
+        _check_tensor("h0", h0, f"(B, H) = ({B}, {H})", 2)
+        if tuple(h0.shape) != (B, H):
+            raise ValueError(f"h0: expected shape (B, H) = ({B}, {H}), got {tuple(h0.shape)}")
+    return T, B, H
+
+
 def _check_lengths(lengths, T: int, B: int, device: torch.device) -> None:
     _check_tensor("lengths", lengths, f"(B,) = ({B},)", 1, floating=False)
     if lengths.shape[0] != B:
@@ -231,17 +248,7 @@ def rnn_scan(
     float32 uses IEEE dots unless ``torch.get_float32_matmul_precision()`` allows TF32
     (read when the kernels run); float16 and bfloat16 accumulate and keep the state in float32.
     """
-    _check_tensor("u", u, "(T, B, H)", 3)
-    T, B, H = u.shape
-    _check_tensor("weight_hh", weight_hh, f"(H, H) = ({H}, {H})", 2)
-    if tuple(weight_hh.shape) != (H, H):
-        raise ValueError(
-            f"weight_hh: expected shape (H, H) = ({H}, {H}) to match u (T, B, H), got {tuple(weight_hh.shape)}"
-        )
-    if h0 is not None:
-        _check_tensor("h0", h0, f"(B, H) = ({B}, {H})", 2)
-        if tuple(h0.shape) != (B, H):
-            raise ValueError(f"h0: expected shape (B, H) = ({B}, {H}), got {tuple(h0.shape)}")
+    T, B, H = _check_shapes("u", u, "weight_hh", weight_hh, h0)
     if lengths is not None:
         _check_lengths(lengths, T, B, u.device)
     if nonlinearity not in NONLINEARITIES:
@@ -305,14 +312,7 @@ def fused_recurrence(
         hs (T, B, H) and h_n (B, H), in inp's dtype, differentiable with respect
         to inp, weight, bias and h0.
     """
-    _check_tensor("inp", inp, "(T, B, H)", 3)
-    T, B, H = inp.shape
-    _check_tensor("weight", weight, f"(H, H) = ({H}, {H})", 2)
-    if tuple(weight.shape) != (H, H):
-        raise ValueError(
-            f"weight: expected shape (H, H) = ({H}, {H}) to match inp (T, B, H) = {tuple(inp.shape)}, "
-            f"got {tuple(weight.shape)}"
-        )
+    T, B, H = _check_shapes("inp", inp, "weight", weight, h0)
     named = [("weight", weight)]
     if bias is not None:
         _check_tensor("bias", bias, f"(H,) = ({H},)", 1)
@@ -320,9 +320,6 @@ def fused_recurrence(
             raise ValueError(f"bias: expected shape (H,) = ({H},), got {tuple(bias.shape)}")
         named.append(("bias", bias))
     if h0 is not None:
-        _check_tensor("h0", h0, f"(B, H) = ({B}, {H})", 2)
-        if tuple(h0.shape) != (B, H):
-            raise ValueError(f"h0: expected shape (B, H) = ({B}, {H}), got {tuple(h0.shape)}")
         named.append(("h0", h0))
     _check_like("inp", inp, named)
     if config is None:

@@ -256,6 +256,19 @@ def test_cli_length_cuts_the_text(tmp_path, capsys):
     assert json.loads((tmp_path / "o" / "inspect.json").read_text(encoding="utf-8"))["text"] == TEXT[:30]
 
 
+def test_cli_defaults_to_the_held_out_end_of_the_training_text(tmp_path, capsys):
+    text = tmp_path / "t.txt"
+    text.write_text(TEXT, encoding="utf-8")
+    ck = make_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    state = torch.load(ck, weights_only=True)
+    state["config"]["text"] = str(text)  # as `fused-rnn train --text t.txt` records it
+    torch.save(state, ck)
+    argv = ["inspect", "--checkpoint", ck, "--length", 50, "--out", tmp_path / "o", "--device", "cpu"]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "o" / "inspect.json").read_text(encoding="utf-8"))["text"] == TEXT[-50:]
+
+
 def test_every_inspect_option_has_help(capsys):
     import argparse
 

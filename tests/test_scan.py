@@ -121,3 +121,28 @@ def test_gradient_through_one_output_only(which, H, device, poison):
     _, _, rgrads = nn_rnn_reference(*xs, lengths, True, "tanh", dout, dhn)
     for x, g in zip(xs, rgrads, strict=True):
         assert rel_err(x.grad, g) <= TOL["fp32"]["bwd"]
+
+
+@pytest.mark.parametrize(
+    "change,err,match",
+    [
+        pytest.param(dict(lengths=torch.tensor([1, 2])), ValueError, r"^lengths: .*\(B,\) = \(3,\)", id="len-shape"),
+        pytest.param(dict(lengths=torch.tensor([1.0, 2, 3])), TypeError, "^lengths: .*integer", id="len-float"),
+        pytest.param(dict(lengths=torch.tensor([1, 6, 3])), ValueError, r"^lengths: .*= \[0, 5\]", id="len-over"),
+        pytest.param(dict(lengths=torch.tensor([1, -1, 3])), ValueError, r"^lengths: .*got -1\.\.3", id="len-neg"),
+        pytest.param(dict(lengths=torch.tensor([[1, 2, 3]])), ValueError, r"^lengths: expected shape", id="len-rank"),
+        pytest.param(dict(nonlinearity="gelu"), ValueError, "^nonlinearity: expected 'tanh' or 'relu'", id="act"),
+        pytest.param(dict(weight_hh=torch.zeros(8, 7)), ValueError, r"^weight_hh: expected shape \(H, H\)", id="w"),
+        pytest.param(dict(h0=torch.zeros(3, 8).double()), TypeError, "^h0: expected dtype", id="h0-dtype"),
+    ],
+)  # fmt: skip
+def test_bad_arguments_name_the_argument(change, err, match, monkeypatch):
+    import fused_rnn.launch
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a kernel was launched")
+
+    monkeypatch.setattr(fused_rnn.launch, "forward", boom)
+    args = dict(u=torch.randn(5, 3, 8), weight_hh=torch.randn(8, 8), h0=None) | change
+    with pytest.raises(err, match=match):
+        rnn_scan(**args, backend="triton")
