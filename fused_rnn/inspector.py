@@ -477,10 +477,22 @@ def plot_gradients(Figure: type, path: Path, norms: np.ndarray) -> None:
     ax = fig.add_axes((0.14, 0.13, 0.82, 0.78))
     k = np.arange(norms.shape[1])
     lo, hi = np.percentile(norms, [10, 90], axis=0)
-    ax.fill_between(k, np.maximum(lo, 1e-300), hi, color="#9ecae1", alpha=0.6, lw=0, label="10–90 % of positions")
-    ax.plot(k, norms.mean(0), "o-", ms=3, color="#08519c", lw=1.5, label="mean")
-    if (norms > 0).any():
+    mean = norms.mean(0)
+    positive = mean[mean > 0]
+    # an exactly-zero gradient (tanh saturated to +-1 in float32, or underflow) has no place on a log
+    # axis: keep it off and say where it starts
+    floor = positive.min() / 10 if positive.size else None
+    if floor is not None:
+        lo, hi = np.maximum(lo, floor), np.maximum(hi, floor)
+    ax.fill_between(k, lo, hi, color="#9ecae1", alpha=0.6, lw=0, label="10–90 % of positions")
+    shown = mean > 0
+    ax.plot(k[shown], mean[shown], "o-", ms=3, color="#08519c", lw=1.5, label="mean")
+    if floor is not None:
         ax.set_yscale("log")
+        ax.set_ylim(bottom=floor)
+        if not shown.all():
+            first = int(k[~shown][0])
+            ax.axvline(first, color="#b2182b", lw=1, ls="--", label=f"exactly 0 from k = {first}")
     ax.set_xlabel("distance k = T − t (characters back)")
     ax.set_ylabel("$\\|\\partial \\log p(c_{T+1}) / \\partial h_{T-k}\\|$")
     ax.set_title(f"memory through time (mean over {norms.shape[0]} positions)", fontsize=10)

@@ -119,6 +119,20 @@ def test_cpu_bfloat16_autocast_runs_like_nn_rnn(backend):
     assert rel_err(logp.exp(), char_ref.double()(*cs).exp()) <= TOL[torch.bfloat16]["fwd"]
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA autocast needs a GPU")
+def test_cuda_float16_autocast_runs_like_nn_rnn():
+    ref = torch.nn.RNN(5, 20, 2, bidirectional=True).cuda()
+    model = FusedRNN(5, 20, 2, bidirectional=True).cuda()
+    model.load_state_dict(ref.state_dict())
+    x = torch.randn(6, 3, 5, device="cuda")
+    with torch.autocast("cuda"):
+        out, hn = model(x)
+        rout, rhn = ref(x)
+    assert out.dtype == rout.dtype == torch.float16 and hn.dtype == rhn.dtype
+    exact = ref.double()(x.half().double())
+    assert rel_err(out, exact[0]) <= TOL[torch.float16]["fwd"]
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="device-sync checks need a GPU")
 def test_no_host_sync_in_any_forward():
     model = _rnn("auto", "cuda")
