@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from . import launch
-from .dispatch import SUPPORTED_DTYPES, KernelConfig, dot_precision, max_hidden, select_config
+from .dispatch import SUPPORTED_DTYPES, KernelConfig, dot_precision, select_config, unsupported_reason
 from .reference import scan_reference
 
 BACKENDS = ("auto", "triton", "torch")
@@ -93,9 +93,10 @@ def _triton_reason(u: torch.Tensor) -> str | None:
         return f"{u.dtype} runs on the torch path (the kernels take float32, float16 and bfloat16)"
     if B * H >= 2**31:
         return f"B * H = {B * H} is over the kernels' limit of 2**31 - 1 elements per step"
-    if H > max_hidden(u.dtype):
-        return f"H = {H} is over the triton limit of H <= {max_hidden(u.dtype)} for {u.dtype}"
-    return None
+    # the card's shared memory decides; under torch.compile no device property is read and the
+    # largest card's table (sm_90's) applies: `_config` raises this reason at run time on a smaller card
+    capability = None if torch.compiler.is_compiling() else launch.device_key(u.device)[0]
+    return unsupported_reason(H, u.dtype, capability)
 
 
 def _config(x: torch.Tensor, key: str) -> KernelConfig:
@@ -106,8 +107,9 @@ def _config(x: torch.Tensor, key: str) -> KernelConfig:
     capability, sm_count = launch.device_key(x.device)
     prec = dot_precision(x.dtype, torch.get_float32_matmul_precision())
     cfg = select_config(B, H, x.dtype, prec, capability, sm_count)
-    if cfg is None:  # _triton_reason routes these to the torch path first
-        raise ValueError(f"no triton config for B = {B}, H = {H}, {x.dtype}")
+    if cfg is None:  # eager _triton_reason routes these to the torch path first; compiled code gets here
+        reason = unsupported_reason(H, x.dtype, capability) or "no kernel covers it"
+        raise ValueError(f"no triton config for B = {B}, H = {H}, {x.dtype}: {reason}")
     return cfg
 
 
@@ -167,11 +169,24 @@ def _backward(ctx, dhs, dhn):
     w_hh, h0, hs, lengths = ctx.saved_tensors
     reverse, relu, config = ctx.flags
     da, dh0 = torch.ops.fused_rnn.scan_backward(w_hh, hs, dhs, dhn, lengths, reverse, relu, config)
-    # dW_hh = sum_s da_s^T h_prev(s): one GEMM after the loop, no atomics. A padded step has
-    # da = 0, and a reverse row's state before its first step is h0, so no masking is needed.
+    # dW_hh = sum_s da_s^T h_prev(s): one GEMM after the loop, no atomics
     h_prev = torch.cat([hs, h0[None]])[1:] if reverse else torch.cat([h0[None], hs])[:-1]
+    if lengths is not None:
+        # the kernels skip a batch block's steps past its longest row and leave them unwritten:
+        # padded steps get da = 0, and a reverse row starts from h0 at its own last step
+        valid = _valid_steps(hs.shape[0], lengths)
+        da = torch.where(valid, da, 0)
+        if reverse:
+            h_prev = torch.where(_valid_steps(hs.shape[0], lengths, shift=1), h_prev, h0)
+        h_prev = torch.where(valid, h_prev, 0)
     dw = da.flatten(0, 1).t().mm(h_prev.flatten(0, 1))
     return da, dw, dh0, None, None, None, None
+
+
+def _valid_steps(T: int, lengths: torch.Tensor, shift: int = 0) -> torch.Tensor:
+    """(T, B, 1) bool: step s + shift lies within its row's length."""
+    steps = torch.arange(shift, T + shift, device=lengths.device)
+    return (steps[:, None] < lengths[None, :]).unsqueeze(-1)
 
 
 torch.library.register_autograd("fused_rnn::scan", _backward, setup_context=_setup_context)
@@ -281,9 +296,8 @@ def _scan_checked(u, weight_hh, h0, lengths, reverse, relu, backend, config, che
         key = "" if config is None else config.key()
         lens = None if lengths is None else lengths.to(torch.int32)  # one kernel variant for every integer dtype
         hs, hn = torch.ops.fused_rnn.scan(u, weight_hh, h0, lens, reverse, relu, key)
-    if lengths is not None:  # the states stay put past a row's length; its outputs there are 0
-        steps = torch.arange(u.shape[0], device=u.device)
-        hs = hs * (steps[:, None] < lengths[None, :]).unsqueeze(-1).to(hs.dtype)
+    if lengths is not None:  # outputs past a row's length are 0 (the kernels may leave them unwritten)
+        hs = torch.where(_valid_steps(u.shape[0], lengths), hs, 0)
     return hs, hn
 
 

@@ -169,7 +169,9 @@ class FusedRNN(nn.Module):
         batched = True
         if packed:
             sorted_indices, unsorted_indices = input.sorted_indices, input.unsorted_indices
-            x, lengths = pad_packed_sequence(input)  # (T, B, I) and (B,) on the CPU, in the caller's row order
+            # (T, B, I) and (B,) on the CPU, kept in the packed order: longest rows first, so each
+            # 16-row block of the kernels holds rows of like length and stops at its own longest
+            x, lengths = pad_packed_sequence(PackedSequence(input.data, input.batch_sizes))
         else:
             if input.dim() not in (2, 3):
                 raise ValueError(f"RNN: Expected input to be 2D or 3D, got {input.dim()}D tensor instead")
@@ -181,13 +183,14 @@ class FusedRNN(nn.Module):
         self._check_input(x, hx, batched, B)
         if hx is not None and not batched:
             hx = hx.unsqueeze(1)
+        if hx is not None and sorted_indices is not None:
+            hx = hx.index_select(1, sorted_indices)
         # lengths stay on the CPU for packing (no device sync); the kernels get a copy on x's device
         out, h_n = self._run(x, hx, None if lengths is None else lengths.to(x.device, non_blocking=True))
-        if packed:  # back into the input's packed (sorted) order, lengths read off batch_sizes on the CPU
-            if sorted_indices is not None:
-                out = out.index_select(1, sorted_indices)
-            lengths = (input.batch_sizes[None, :] > torch.arange(B)[:, None]).sum(1)
+        if packed:
             data = pack_padded_sequence(out, lengths, enforce_sorted=True).data
+            if unsorted_indices is not None:
+                h_n = h_n.index_select(1, unsorted_indices)
             return PackedSequence(data, input.batch_sizes, sorted_indices, unsorted_indices), h_n
         if not batched:
             return out.squeeze(1), h_n.squeeze(1)

@@ -5,7 +5,9 @@
 
 With HAS_LENGTHS, row b runs only its steps s < lengths[b]; at the others its
 state stays as it is (hs[s] = h_prev), so the last state is the one after the
-row's last valid step in either direction. The caller zeroes padded outputs.
+row's last valid step in either direction. A program runs only up to its
+longest row (`block_steps`): past it nothing is written, and the caller masks
+padded outputs and gradients.
 
 Dimension legend:
     T   time steps (runtime, never specialised)
@@ -19,7 +21,7 @@ T*B*H may pass 2**31 (B*H < 2**31 is checked by the launcher).
 import triton
 import triton.language as tl
 
-from .utils import act_f32, act_grad, dot_f32
+from .utils import act_f32, act_grad, block_steps, dot_f32
 
 
 @triton.jit
@@ -61,16 +63,17 @@ def fused_recurrent_fwd_kernel(
     b_h = tl.load(h0 + o_bh, mask=m_bh, other=0.0).to(tl.float32)  # [BB, BH]
     if HAS_LENGTHS:
         b_len = tl.load(lengths + o_b, mask=m_b, other=0)  # [BB]
+    n = block_steps(lengths, o_b, m_b, T, HAS_LENGTHS)
 
-    # first processed step: 0, or T-1 walking back; (T - 1) * B * H is formed in 64 bits
-    o_t = (T - 1).to(tl.int64) * B * H if REVERSE else tl.zeros([], dtype=tl.int64)
+    # first processed step: 0, or n-1 walking back; (n - 1) * B * H is formed in 64 bits
+    o_t = (n - 1).to(tl.int64) * B * H if REVERSE else tl.zeros([], dtype=tl.int64)
     d_t = -B * H if REVERSE else B * H
-    for i in range(T):
+    for i in range(n):
         # the where keeps u out of the dot's accumulator: with it there, ptxas spills the fp32 FMA dot
         b_a = tl.where(m_bh, dot_f32(b_h, b_wt, DOT_PRECISION), 0.0)
         b_a += tl.load(u + o_t + o_bh, mask=m_bh, other=0.0).to(tl.float32)
         if HAS_LENGTHS:
-            s = T - 1 - i if REVERSE else i
+            s = n - 1 - i if REVERSE else i
             b_h = tl.where((s < b_len)[:, None], act_f32(b_a, RELU), b_h)
         else:
             b_h = act_f32(b_a, RELU)
@@ -109,11 +112,12 @@ def fused_recurrent_bwd_kernel(
         b_carry += tl.load(dhn + o_bh, mask=m_bh, other=0.0).to(tl.float32)
     if HAS_LENGTHS:
         b_len = tl.load(lengths + o_b, mask=m_b, other=0)
+    n = block_steps(lengths, o_b, m_b, T, HAS_LENGTHS)
 
     # the forward's steps in the opposite order
-    o_t = tl.zeros([], dtype=tl.int64) if REVERSE else (T - 1).to(tl.int64) * B * H
+    o_t = tl.zeros([], dtype=tl.int64) if REVERSE else (n - 1).to(tl.int64) * B * H
     d_t = B * H if REVERSE else -B * H
-    for i in range(T):
+    for i in range(n):
         b_dh = b_carry
         if HAS_DHS:
             b_dh += tl.load(dhs + o_t + o_bh, mask=m_bh, other=0.0).to(tl.float32)
@@ -121,7 +125,7 @@ def fused_recurrent_bwd_kernel(
         b_da = b_dh * act_grad(b_h, RELU)
         if HAS_LENGTHS:
             # a padded step copied the state: its gradient passes straight to h_prev
-            m_v = ((i if REVERSE else T - 1 - i) < b_len)[:, None]
+            m_v = ((i if REVERSE else n - 1 - i) < b_len)[:, None]
             b_da = tl.where(m_v, b_da, 0.0)
             b_carry = tl.where(m_v, dot_f32(b_da, b_w, DOT_PRECISION), b_dh)
         else:

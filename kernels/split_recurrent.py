@@ -4,7 +4,8 @@
     h_prev = h_{s-1} (h_{s+1} when REVERSE), h0 at the first processed step
 
 With HAS_LENGTHS, row b runs only its steps s < lengths[b] and keeps its state
-at the others (hs[s] = h_prev), as in the single-program kernels.
+at the others (hs[s] = h_prev), and a batch block runs only up to its longest
+row (`block_steps`), as in the single-program kernels.
 
 Dimension legend:
     T   time steps (runtime, never specialised); i counts processed steps, s is the time index
@@ -30,7 +31,7 @@ dtype anyway. Offsets into (T, B, H) buffers are formed in 64 bits.
 import triton
 import triton.language as tl
 
-from .utils import act_f32, act_grad, dot_f32, grid_barrier
+from .utils import act_f32, act_grad, block_steps, dot_f32, grid_barrier
 
 
 @triton.jit
@@ -139,12 +140,15 @@ def split_recurrent_fwd_kernel(
     i_b, o_b, m_b, o_bn, m_bn, o_kn, m_kn = _tile(B, H, BB, BK, BN)
     n_prog = tl.num_programs(1)
     b_wt = tl.load(wt + o_kn, mask=m_kn, other=0.0)  # [BK, BN], kept for all T
-    b_h = tl.zeros([BB, BN], dtype=tl.float32)
+    # a block whose rows all have length 0 keeps h0
+    b_h = tl.load(h0 + o_bn, mask=m_bn, other=0.0).to(tl.float32)
     p_prev = h0
-    o_t = (T - 1).to(tl.int64) * B * H if REVERSE else tl.zeros([], dtype=tl.int64)
+    # every program of a batch block computes the same n, so they meet at the same barriers
+    n = block_steps(lengths, o_b, m_b, T, HAS_LENGTHS)
+    o_t = (n - 1).to(tl.int64) * B * H if REVERSE else tl.zeros([], dtype=tl.int64)
     d_t = -B * H if REVERSE else B * H
-    for i in range(T):
-        m_v = _valid(T - 1 - i if REVERSE else i, lengths, o_b, m_b, BB, HAS_LENGTHS)
+    for i in range(n):
+        m_v = _valid(n - 1 - i if REVERSE else i, lengths, o_b, m_b, BB, HAS_LENGTHS)
         b_h = _fwd_step(
             p_prev, u + o_t, hs + o_t, b_wt, m_v, i_b, B, H, o_bn, m_bn, BB, BK, DOT_PRECISION, RELU, HAS_LENGTHS
         )
@@ -162,7 +166,7 @@ def split_recurrent_fwd_step_kernel(
     lengths,  # (B,) int, read only when HAS_LENGTHS
     hs,  # (T, B, H) out
     hn,  # (B, H) out, written at the last step
-    i,  # processed steps so far: this launch runs time index s = i (T - 1 - i when REVERSE)
+    i,  # processed steps so far: this launch runs time index s = i (n - 1 - i when REVERSE), n = block_steps
     T,
     B,
     H,
@@ -175,18 +179,22 @@ def split_recurrent_fwd_step_kernel(
     HAS_LENGTHS: tl.constexpr,
 ):
     i_b, o_b, m_b, o_bn, m_bn, o_kn, m_kn = _tile(B, H, BB, BK, BN)
-    b_wt = tl.load(wt + o_kn, mask=m_kn, other=0.0)
-    s = T - 1 - i if REVERSE else i
-    o_t = s.to(tl.int64) * B * H
-    p_prev = h0
-    if i > 0:
-        p_prev = hs + (o_t + B * H if REVERSE else o_t - B * H)
-    m_v = _valid(s, lengths, o_b, m_b, BB, HAS_LENGTHS)
-    b_h = _fwd_step(
-        p_prev, u + o_t, hs + o_t, b_wt, m_v, i_b, B, H, o_bn, m_bn, BB, BK, DOT_PRECISION, RELU, HAS_LENGTHS
-    )
-    if i == T - 1:
-        tl.store(hn + o_bn, b_h.to(hn.dtype.element_ty), mask=m_bn)
+    n = block_steps(lengths, o_b, m_b, T, HAS_LENGTHS)
+    if i < n:
+        b_wt = tl.load(wt + o_kn, mask=m_kn, other=0.0)
+        s = n - 1 - i if REVERSE else i
+        o_t = s.to(tl.int64) * B * H
+        p_prev = h0
+        if i > 0:
+            p_prev = hs + (o_t + B * H if REVERSE else o_t - B * H)
+        m_v = _valid(s, lengths, o_b, m_b, BB, HAS_LENGTHS)
+        b_h = _fwd_step(
+            p_prev, u + o_t, hs + o_t, b_wt, m_v, i_b, B, H, o_bn, m_bn, BB, BK, DOT_PRECISION, RELU, HAS_LENGTHS
+        )
+        if i == n - 1:
+            tl.store(hn + o_bn, b_h.to(hn.dtype.element_ty), mask=m_bn)
+    elif i == 0:  # every row of the block has length 0: h_n is h0
+        tl.store(hn + o_bn, tl.load(h0 + o_bn, mask=m_bn, other=0.0), mask=m_bn)
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -219,10 +227,11 @@ def split_recurrent_bwd_kernel(
     if HAS_DHN:
         b_carry += tl.load(dhn + o_bn, mask=m_bn, other=0.0).to(tl.float32)
     # the forward's steps in the opposite order
-    o_t = tl.zeros([], dtype=tl.int64) if REVERSE else (T - 1).to(tl.int64) * B * H
+    n = block_steps(lengths, o_b, m_b, T, HAS_LENGTHS)
+    o_t = tl.zeros([], dtype=tl.int64) if REVERSE else (n - 1).to(tl.int64) * B * H
     d_t = B * H if REVERSE else -B * H
-    for i in range(T):
-        m_v = _valid(i if REVERSE else T - 1 - i, lengths, o_b, m_b, BB, HAS_LENGTHS)
+    for i in range(n):
+        m_v = _valid(i if REVERSE else n - 1 - i, lengths, o_b, m_b, BB, HAS_LENGTHS)
         b_dh = _bwd_da(b_carry, hs + o_t, dhs + o_t, da + o_t, m_v, o_bn, m_bn, RELU, HAS_LENGTHS, HAS_DHS)
         grid_barrier(count + i_b, (i + 1) * n_prog)
         b_carry = _bwd_carry(da + o_t, b_dh, b_w, m_v, i_b, B, H, BB, BK, DOT_PRECISION, HAS_LENGTHS)
@@ -240,7 +249,7 @@ def split_recurrent_bwd_step_kernel(
     dh,  # (B, H) fp32 scratch: dh of the step the previous launch ran (padded rows pass it on)
     da,  # (T, B, H) out: dL/d(pre-activation) = dL/du
     dh0,  # (B, H) out, written by the last launch (i == T)
-    i,  # launch 0..T: finishes processed step i - 1 (i > 0), then runs step i (i < T)
+    i,  # launch 0..T: finishes processed step i - 1 (i > 0), then runs step i (i < n = block_steps)
     T,
     B,
     H,
@@ -255,26 +264,28 @@ def split_recurrent_bwd_step_kernel(
     HAS_DHN: tl.constexpr,
 ):
     i_b, o_b, m_b, o_bn, m_bn, o_kn, m_kn = _tile(B, H, BB, BK, BN)
-    # processed step i is time index T - 1 - i walking back (i when the forward ran REVERSE)
-    b_carry = tl.zeros([BB, BN], dtype=tl.float32)
-    if i == 0:
-        if HAS_DHN:
-            b_carry += tl.load(dhn + o_bn, mask=m_bn, other=0.0).to(tl.float32)
-    else:
-        s_prev = i - 1 if REVERSE else T - i
-        b_w = tl.load(w + o_kn, mask=m_kn, other=0.0)
-        b_dh = tl.zeros([BB, BN], dtype=tl.float32)
-        if HAS_LENGTHS:
-            b_dh = tl.load(dh + o_bn, mask=m_bn, other=0.0)
-        m_v = _valid(s_prev, lengths, o_b, m_b, BB, HAS_LENGTHS)
-        p_da = da + s_prev.to(tl.int64) * B * H
-        b_carry = _bwd_carry(p_da, b_dh, b_w, m_v, i_b, B, H, BB, BK, DOT_PRECISION, HAS_LENGTHS)
-    if i == T:
-        tl.store(dh0 + o_bn, b_carry.to(dh0.dtype.element_ty), mask=m_bn)
-    else:
-        s = i if REVERSE else T - 1 - i
-        o_t = s.to(tl.int64) * B * H
-        m_v = _valid(s, lengths, o_b, m_b, BB, HAS_LENGTHS)
-        b_dh = _bwd_da(b_carry, hs + o_t, dhs + o_t, da + o_t, m_v, o_bn, m_bn, RELU, HAS_LENGTHS, HAS_DHS)
-        if HAS_LENGTHS:
-            tl.store(dh + o_bn, b_dh, mask=m_bn)
+    # processed step i is time index n - 1 - i walking back (i when the forward ran REVERSE)
+    n = block_steps(lengths, o_b, m_b, T, HAS_LENGTHS)
+    if i <= n:
+        b_carry = tl.zeros([BB, BN], dtype=tl.float32)
+        if i == 0:
+            if HAS_DHN:
+                b_carry += tl.load(dhn + o_bn, mask=m_bn, other=0.0).to(tl.float32)
+        else:
+            s_prev = i - 1 if REVERSE else n - i
+            b_w = tl.load(w + o_kn, mask=m_kn, other=0.0)
+            b_dh = tl.zeros([BB, BN], dtype=tl.float32)
+            if HAS_LENGTHS:
+                b_dh = tl.load(dh + o_bn, mask=m_bn, other=0.0)
+            m_v = _valid(s_prev, lengths, o_b, m_b, BB, HAS_LENGTHS)
+            p_da = da + s_prev.to(tl.int64) * B * H
+            b_carry = _bwd_carry(p_da, b_dh, b_w, m_v, i_b, B, H, BB, BK, DOT_PRECISION, HAS_LENGTHS)
+        if i == n:
+            tl.store(dh0 + o_bn, b_carry.to(dh0.dtype.element_ty), mask=m_bn)
+        else:
+            s = i if REVERSE else n - 1 - i
+            o_t = s.to(tl.int64) * B * H
+            m_v = _valid(s, lengths, o_b, m_b, BB, HAS_LENGTHS)
+            b_dh = _bwd_da(b_carry, hs + o_t, dhs + o_t, da + o_t, m_v, o_bn, m_bn, RELU, HAS_LENGTHS, HAS_DHS)
+            if HAS_LENGTHS:
+                tl.store(dh + o_bn, b_dh, mask=m_bn)

@@ -62,6 +62,18 @@ def act_grad(h, RELU: tl.constexpr):
 
 
 @triton.jit
+def block_steps(lengths, o_b, m_b, T, HAS_LENGTHS: tl.constexpr):
+    """Steps a program's rows run: T, or with lengths the longest of its rows (at most T).
+
+    Every step past it is padding for all of the program's rows, so it is skipped: its
+    states, outputs and gradients are left unwritten, and the caller masks them.
+    """
+    if HAS_LENGTHS:
+        return tl.minimum(tl.max(tl.load(lengths + o_b, mask=m_b, other=0), axis=0), T)
+    return T
+
+
+@triton.jit
 def grid_barrier(p_count, target):
     """Wait until `target` arrivals are counted at `p_count` (int32, global memory).
 

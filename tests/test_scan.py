@@ -146,3 +146,24 @@ def test_bad_arguments_name_the_argument(change, err, match, monkeypatch):
     args = dict(u=torch.randn(5, 3, 8), weight_hh=torch.randn(8, 8), h0=None) | change
     with pytest.raises(err, match=match):
         rnn_scan(**args, backend="triton")
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("mode", ["single", "split"])
+def test_blocks_stop_at_their_longest_row(mode, reverse, device, poison):
+    """Sorted lengths (a packed batch's order): later 16-row blocks end early and skip their padded steps."""
+    torch.set_float32_matmul_precision("highest")
+    T, B, H = 9, 40, 20
+    lengths = torch.linspace(T, 0, B).round().long().to(device)  # blocks' longest rows: 9, 6, 2
+    config = split_config(H, "ieee") if mode == "split" else None
+    check_lengths = lengths.clone()
+    u = torch.randn(T, B, H, device=device, requires_grad=True)
+    w = (torch.randn(H, H, device=device) / H**0.5).requires_grad_()
+    h0 = torch.randn(B, H, device=device, requires_grad=True)
+    out, hn = rnn_scan(u, w, h0, lengths=lengths, reverse=reverse, backend="triton", config=config)
+    dout, dhn = torch.randn_like(out), torch.randn_like(hn)
+    ((out * dout).sum() + (hn * dhn).sum()).backward()
+    rout, rhn, rgrads = nn_rnn_reference(u, w, h0, check_lengths, reverse, "tanh", dout, dhn)
+    assert rel_err(out, rout) <= TOL["fp32"]["fwd"] and rel_err(hn, rhn) <= TOL["fp32"]["fwd"]
+    for x, g in zip((u, w, h0), rgrads, strict=True):
+        assert rel_err(x.grad, g) <= TOL["fp32"]["bwd"]
