@@ -1,4 +1,11 @@
-"""GPU compile gate, no GPU needed: every dispatcher config builds for sm_80 / sm_90 within limits."""
+"""GPU compile gate, no GPU needed: every dispatcher config builds for every card, as the JIT specialises it.
+
+tests/compile_gate.py builds the cubins (see its docstring for the variants); this
+checks them per card: shared memory within the card's per-block limit, no spills,
+tensor cores where the precision promises them, and a time loop in the looping kernels.
+"""
+
+from __future__ import annotations
 
 import json
 import os
@@ -8,45 +15,196 @@ from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).parent))
+import compile_gate as gate  # noqa: E402
+
+DTYPE = {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}
+
 
 @pytest.fixture(scope="module")
-def gate_results():
+def gate_results() -> list[dict]:
     pytest.importorskip("triton.backends.nvidia")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     script = Path(__file__).with_name("compile_gate.py")
-    out = subprocess.run([sys.executable, str(script), "--json"], env=env, capture_output=True, text=True)
+    quick = ["--quick"] if os.environ.get("GATE_QUICK") == "1" else []
+    out = subprocess.run([sys.executable, str(script), "--json", *quick], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout)
 
 
-def _name(r):
-    return f"{r['dtype']}-{r['precision']}-{r['mode']}-BH{r['block_h']}-{r['kernel']}-{r['variant']}-sm{r['cc']}"
+def _name(r: dict) -> str:
+    return (
+        f"sm_{r['capability']}-{r['dtype']}-{r['precision']}-{r['mode']}-BH{r['block_h']}-{r['kernel']}-{r['variant']}"
+    )
 
 
-def test_every_config_was_built(gate_results):
-    from fused_rnn.dispatch import all_configs
+def _cc(cap: tuple[int, int]) -> int:
+    return cap[0] * 10 + cap[1]
 
-    assert {(r["dtype"], r["precision"], r["mode"], r["block_h"]) for r in gate_results} == {
-        ({"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}[str(d)], p, c.mode, c.block_h)
-        for d, p, c in all_configs()
+
+def test_every_config_of_every_card_was_built(gate_results):
+    from fused_rnn.dispatch import SMEM_LIMIT, all_configs
+
+    built = {
+        (r["capability"], r["dtype"], r["precision"], r["mode"], r["block_h"], r["num_warps"]) for r in gate_results
     }
-    assert {r["cc"] for r in gate_results} == {80, 90}
-    assert {r["variant"] for r in gate_results} == {"plain", "lengths-reverse", "relu"}
+    want = set()
+    for cap, dtype, prec, cfg in all_configs():
+        for kernel in gate.KERNELS[cfg.mode]:
+            opts = cfg.launch_options(backward="bwd" in kernel, persistent=cfg.mode == "split" and "step" not in kernel)
+            want.add((_cc(cap), DTYPE[str(dtype)], prec, cfg.mode, cfg.block_h, opts["num_warps"]))
+    assert built == want
+    assert {r["capability"] for r in gate_results} == {_cc(c) for c in SMEM_LIMIT}
 
 
-def test_shared_memory_within_the_block_limit(gate_results):
-    over = [f"{_name(r)}: {r['shared']} > {r['smem_limit']}" for r in gate_results if r["shared"] > r["smem_limit"]]
+def test_every_specialisation_class_was_built(gate_results):
+    """Each (card, config, kernel) has every class (QUICK_SPECS with GATE_QUICK=1); they are the JIT's own."""
+    classes: dict = {}
+    for r in gate_results:
+        key = (r["capability"], r["dtype"], r["precision"], r["block_h"], r["kernel"])
+        classes.setdefault(key, set()).add(r["variant"])
+    for (cc, dtype, prec, bh, kernel), variants in classes.items():
+        mode = "single" if kernel.startswith("fused") else "split"
+        classes = gate.specs(mode, bh)
+        if os.environ.get("GATE_QUICK") == "1":
+            classes = {s: v for s, v in classes.items() if s in gate.QUICK_SPECS}
+        want = {f"lengths-reverse:{s}" for s in classes} | {f"plain:{gate.COMMON}"}
+        assert variants == want, (cc, dtype, prec, bh, kernel)
+    for r in gate_results:
+        spec = r["specialisation"]
+        b, h, alignment = r["spec"].split(".")
+        assert ("B" in spec["constexpr_1"]) == (b == "b1") and ("B" in spec["divisible_16"]) == (b == "b16"), _name(r)
+        assert ("H" in spec["constexpr_1"]) == (h == "h1") and ("H" in spec["divisible_16"]) == (h == "h16"), _name(r)
+        caller = "u" if "fwd" in r["kernel"] else "w"  # a tensor the caller passes
+        assert (caller in spec["divisible_16"]) == (alignment == "aligned"), _name(r)
+        assert set(spec["constexpr_1"]) <= {"B", "H"}, _name(r)
+        assert {"T", "i"}.isdisjoint(spec["divisible_16"]), _name(r)  # do_not_specialize, though 1024 % 16 == 0
+        assert "hs" in spec["divisible_16"], _name(r)  # allocated by the launcher: always aligned
+
+
+def test_shared_ptx_was_checked(gate_results):
+    """sm_86 / sm_89 cubins come from sm_80's PTX; the gate compared it with Triton's own for a sample."""
+    shared = [r for r in gate_results if r["ptx_from"] != r["capability"]]
+    assert shared and all(r["capability"] in (86, 89) for r in shared)
+    checked = {(r["capability"], r["kernel"]) for r in gate_results if r["ptx_checked"]}
+    assert {cc for cc, _ in checked} == {86, 89}
+    assert {k for _, k in checked} == set(gate.KERNELS["single"] + gate.KERNELS["split"])
+
+
+def test_shared_memory_within_the_cards_block_limit(gate_results):
+    from fused_rnn.dispatch import SHARED_BYTES, SMEM_LIMIT
+
+    over = [
+        f"{_name(r)}: {r['shared_bytes']} > {r['smem_limit']}"
+        for r in gate_results
+        if r["shared_bytes"] > r["smem_limit"]
+    ]
     assert not over, over
+    assert all(r["smem_limit"] == SMEM_LIMIT[r["capability"] // 10, r["capability"] % 10] for r in gate_results)
+    # the dispatcher's table bounds what was built, so its choice per card rests on the gate
+    size = {"fp32": 4, "fp16": 2, "bf16": 2}
+    above = [
+        _name(r) for r in gate_results if r["shared_bytes"] > SHARED_BYTES[r["mode"], r["block_h"], size[r["dtype"]]]
+    ]
+    assert not above, above
 
 
 def test_no_register_spills(gate_results):
-    spills = [f"{_name(r)}: stack {r['stack']} local {r['local']}" for r in gate_results if r["stack"] or r["local"]]
+    spills = [f"{_name(r)}: stack {r['stack']} local {r['local']}" for r in gate_results if r["spill_bytes"]]
     assert not spills, spills
 
 
 def test_tensor_cores_for_tf32_and_half(gate_results):
-    """Every dot of a tf32, fp16 or bf16 config is an mma / wgmma."""
+    """Every tf32, fp16 or bf16 kernel runs its dots on HMMA / HGMMA (inside the time loop where there is one)."""
     slow = [
-        _name(r) for r in gate_results if (r["precision"] == "tf32" or r["dtype"] != "fp32") and not r["tensor_cores"]
+        _name(r)
+        for r in gate_results
+        if (r["precision"] == "tf32" or r["dtype"] != "fp32")
+        and not (r["tensor_cores"] and r["loop"]["HMMA"] + r["loop"]["HGMMA"])
     ]
     assert not slow, slow
+
+
+def test_time_loop_mix(gate_results):
+    """The looping kernels' time loop is found and holds the step's work; the step kernels report their whole body."""
+    for r in gate_results:
+        loop = r["loop"]
+        if r["kernel"] in gate.LOOPING:
+            assert loop["scope"] == "time loop", _name(r)
+            assert loop["LDG"] + loop["LDGSTS"] and loop["STG"] and loop["instructions"] > 50, _name(r)
+            assert loop["HMMA"] + loop["HGMMA"] + loop["FFMA"] > 0, _name(r)
+            if r["mode"] == "split":  # the grid barrier's atomics run once per step
+                assert loop["ATOM/RED"] > 0, _name(r)
+        else:
+            assert loop["scope"] == "whole kernel (no time loop)" and loop["instructions"] > 0, _name(r)
+
+
+def test_sass_mix_finds_the_outermost_backward_branch():
+    sass = """
+        /*0000*/                   MOV R1, c[0x0][0x28] ;
+.L_x_0:
+        /*0010*/                   LDG.E R2, [R4.64] ;
+.L_x_1:
+        /*0020*/                   HMMA.16816.F32 R8, R4, R6, R8 ;
+        /*0030*/                   ATOMG.E.ADD.STRONG.GPU PT, R3, [R4.64], R0 ;
+        /*0040*/               @P0 BRA `(.L_x_1) ;
+        /*0050*/                   STG.E [R4.64], R2 ;
+        /*0060*/               @!P1 BRA `(.L_x_0) ;
+        /*0070*/                   EXIT ;
+.L_x_2:
+        /*0080*/                   BRA `(.L_x_2);
+"""
+    loop, whole = gate.sass_mix(sass, looping=True)
+    assert loop["scope"] == "time loop" and loop["instructions"] == 6
+    assert (loop["LDG"], loop["HMMA"], loop["ATOM/RED"], loop["STG"]) == (1, 1, 1, 1)
+    assert whole["instructions"] == 9
+    step, _ = gate.sass_mix(sass, looping=False)
+    assert step["scope"] == "whole kernel (no time loop)" and step["instructions"] == 9
+
+
+@pytest.mark.parametrize("H", [1, 20, 200])
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_gate_arguments_follow_launch(monkeypatch, H, with_lengths):
+    """The roles in compile_gate.ARGS are what fused_rnn.launch passes (no kernel runs: K records the calls)."""
+    import types
+
+    import torch
+
+    from fused_rnn import launch
+    from fused_rnn.dispatch import select_config
+
+    calls = []
+
+    class Recorder:
+        def __init__(self, name: str):
+            self.name = name
+
+        def __getitem__(self, grid):
+            return lambda *args, **kwargs: calls.append((self.name, args))
+
+    names = gate.KERNELS["single"] + gate.KERNELS["split"]
+    monkeypatch.setattr(launch, "K", types.SimpleNamespace(**{n: Recorder(n) for n in names}))
+    T, B = 2, 3
+    u, h0, dhs = torch.randn(T, B, H), torch.randn(B, H), torch.randn(T, B, H)
+    w, dhn = torch.randn(H, H), torch.randn(B, H)
+    lengths = torch.tensor([2, 1, 0], dtype=torch.int32) if with_lengths else None
+    cfg = select_config(B, H, torch.float32, "ieee")
+    hs, _ = launch.forward(u, w, h0, lengths, False, False, cfg)
+    launch.backward(w, hs, dhs, dhn, lengths, False, False, cfg)
+    caller = {x.data_ptr() for x in (u, h0, dhs, w, dhn)} | ({lengths.data_ptr()} if with_lengths else set())
+    stepped = {n for n in gate.KERNELS[cfg.mode] if cfg.mode == "single" or n.endswith("step_kernel")}
+    assert {name for name, _ in calls} == stepped  # the persistent ones need CUDA and the grid barrier
+    for name, args in calls:
+        roles = [item.split(":") for item in gate.ARGS[name].split()]
+        assert len(roles) == len(args), name
+        by_name = dict(zip([n for n, _ in roles], args, strict=True))
+        for (arg, role), value in zip(roles, args, strict=True):
+            if role == "lengths" and not with_lengths:
+                alias = gate.LENGTHS_ALIAS["bwd" if "bwd" in name else "fwd"]
+                assert value is by_name[alias], (name, arg)
+            elif role in ("in", "lengths") or (role == "wt" and H == 1):
+                assert value.data_ptr() in caller, (name, arg)
+            elif role in ("new", "wt", "count", "dh"):
+                assert value.data_ptr() not in caller, (name, arg)
+            else:
+                assert isinstance(value, int) and value == {"B": B, "H": H}.get(role, value), (name, arg)
