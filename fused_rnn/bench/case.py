@@ -171,6 +171,10 @@ def column(header: str, key: str, fmt: str = ".3f") -> Column:
     return Column(header, lambda r: format(r[key], fmt))
 
 
+#: The (B, T, H) columns every per-point table starts with.
+SHAPE_COLUMNS = (column("B", "B", "d"), column("T", "T", "d"), column("H", "H", "d"))
+
+
 def speedup_column(header: str, s: Speedup) -> Column:
     """A column showing a speedup (FAIL for a failed point)."""
     return Column(header, lambda r: fmt_x(r[s.key]))

@@ -15,7 +15,19 @@ import torch.nn.functional as F
 
 from fused_rnn import CharLoopModel, FusedCharRNN
 
-from ..case import NFAC, VOCAB, Case, Column, Ctx, Speedup, column, max_rel, product_points, speedup_column
+from ..case import (
+    NFAC,
+    SHAPE_COLUMNS,
+    VOCAB,
+    Case,
+    Column,
+    Ctx,
+    Speedup,
+    column,
+    max_rel,
+    product_points,
+    speedup_column,
+)
 from .recurrence import FULL, QUICK
 
 
@@ -77,9 +89,7 @@ CASE = Case(
     check=check,
     run=run,
     columns=(
-        column("B", "B", "d"),
-        column("T", "T", "d"),
-        column("H", "H", "d"),
+        *SHAPE_COLUMNS,
         Column("rel err", lambda r: f"{r['model_max_rel_vs_reference']:.1e}"),
         column("reference fwd", "reference_fwd_ms"),
         column("fused fwd", "fused_model_fwd_ms"),

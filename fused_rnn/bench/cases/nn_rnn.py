@@ -26,7 +26,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 from fused_rnn import FusedRNN
 
-from ..case import Case, Column, Ctx, Speedup, backend_of, column, max_rel, speedup_column, worst_error
+from ..case import SHAPE_COLUMNS, Case, Column, Ctx, Speedup, backend_of, column, max_rel, speedup_column, worst_error
 
 #: Axes rnn_B, rnn_T, rnn_H (their own: not overridden by --B / --T / --H); the input size is H.
 FULL: Mapping[str, Sequence[int]] = dict(rnn_B=[32, 128], rnn_T=[64, 256], rnn_H=[128, 256, 512])
@@ -220,9 +220,7 @@ CASE = Case(
     check=check,
     run=run,
     columns=(
-        column("B", "B", "d"),
-        column("T", "T", "d"),
-        column("H", "H", "d"),
+        *SHAPE_COLUMNS,
         Column("variant", variant),
         column("backend", "backend", "s"),
         Column("rel err", lambda r: f"{worst_error(r):.1e}"),

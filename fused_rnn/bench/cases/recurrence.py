@@ -19,6 +19,7 @@ from fused_rnn import CharLoopModel, fused_recurrence
 from ..case import (
     FLOOR_COLUMN,
     NFAC,
+    SHAPE_COLUMNS,
     VOCAB,
     Case,
     Column,
@@ -132,9 +133,7 @@ CASE = Case(
     check=check,
     run=run,
     columns=(
-        column("B", "B", "d"),
-        column("T", "T", "d"),
-        column("H", "H", "d"),
+        *SHAPE_COLUMNS,
         column("backend", "backend", "s"),
         Column("rel err", lambda r: f"{worst_error(r):.1e}"),
         column("nn.RNN fwd", "nn_rnn_fwd_ms"),
