@@ -30,6 +30,8 @@ except Exception as exc:  # pragma: no cover - exercised only where triton is mi
 #: Persistent split kernels synchronise with a spin barrier across programs.
 #: Off by default until proven on a GPU; the per-step launches are always correct.
 GRID_BARRIER_ENV = "FUSED_RNN_GRID_BARRIER"
+#: "1": float32 at "highest" matmul precision runs Triton's tf32x3 dots (off until measured on a GPU).
+TF32X3_ENV = "FUSED_RNN_TF32X3"
 
 
 def _interpreted() -> bool:
@@ -88,6 +90,10 @@ def _empty(like: torch.Tensor, shape: tuple[int, ...] | None = None) -> torch.Te
 
 def _grid_barrier_enabled() -> bool:
     return os.environ.get(GRID_BARRIER_ENV, "0") == "1"
+
+
+def tf32x3_enabled() -> bool:
+    return os.environ.get(TF32X3_ENV, "0") == "1"
 
 
 @functools.cache

@@ -105,7 +105,7 @@ def _config(x: torch.Tensor, key: str) -> KernelConfig:
         return KernelConfig.from_key(key)
     _, B, H = x.shape
     capability, sm_count = launch.device_key(x.device)
-    prec = dot_precision(x.dtype, torch.get_float32_matmul_precision())
+    prec = dot_precision(x.dtype, torch.get_float32_matmul_precision(), launch.tf32x3_enabled())
     cfg = select_config(B, H, x.dtype, prec, capability, sm_count)
     if cfg is None:  # eager _triton_reason routes these to the torch path first; compiled code gets here
         reason = unsupported_reason(H, x.dtype, capability) or "no kernel covers it"
@@ -261,7 +261,9 @@ def rnn_scan(
         Under autocast, float32 inputs run in the autocast dtype, as nn.RNN does.
 
     float32 uses IEEE dots unless ``torch.get_float32_matmul_precision()`` allows TF32
-    (read when the kernels run); float16 and bfloat16 accumulate and keep the state in float32.
+    (read when the kernels run; ``FUSED_RNN_TF32X3=1`` runs IEEE-precision float32 as three
+    TF32 tensor-core products instead, see README); float16 and bfloat16 accumulate in float32
+    and round the dot operands (the state and da) to their own dtype.
     """
     T, B, H = _check_shapes("u", u, "weight_hh", weight_hh, h0)
     if lengths is not None:

@@ -12,6 +12,8 @@ Dimension legend:
     B   batch rows; BB rows per program
     H   hidden size; BK = next power of two >= max(H, 16): the reduction dim, all of H
     BN  output columns per program; grid = (cdiv(B, BB), cdiv(H, BN))
+    SK  slices of the reduction (`dot_split_k`): 1, or the program's warp count for tensor-core
+        dots, so that each warp runs BK / SK of the mma chain instead of repeating all of it
 
 Program (i_b, i_n) keeps W^T[:, i_n*BN : (i_n+1)*BN] on chip and produces that
 slice of h_s for its batch rows. The full h_prev comes back through global
@@ -31,7 +33,7 @@ dtype anyway. Offsets into (T, B, H) buffers are formed in 64 bits.
 import triton
 import triton.language as tl
 
-from .utils import act_f32, act_grad, block_steps, dot_f32, grid_barrier
+from .utils import act_f32, act_grad, block_steps, dot_split_k, grid_barrier
 
 
 @triton.jit
@@ -78,7 +80,7 @@ def _fwd_step(
 ):  # fmt: skip
     """One step for one program: full rows of h_prev in, its slice of h_s out."""
     b_x = _rows(p_prev, i_b, B, H, BB, BK)  # [BB, BK]
-    b_a = dot_f32(b_x, b_wt, DOT_PRECISION)  # [BB, BN]
+    b_a = dot_split_k(b_x, b_wt, DOT_PRECISION)  # [BB, BN]
     b_h = act_f32(b_a + tl.load(p_u + o_bn, mask=m_bn, other=0.0).to(tl.float32), RELU)
     if HAS_LENGTHS:
         # rows past their length copy h_prev; the masked load reads nothing for the others
@@ -111,7 +113,7 @@ def _bwd_carry(
 ):  # fmt: skip
     """dL/dh_prev on the slice: da_s (all columns) @ W[:, slice]; padded rows pass dh_s through."""
     b_da = _rows(p_da, i_b, B, H, BB, BK)  # [BB, BK]
-    b_carry = dot_f32(b_da, b_w, DOT_PRECISION)  # [BB, BN]
+    b_carry = dot_split_k(b_da, b_w, DOT_PRECISION)  # [BB, BN]
     if HAS_LENGTHS:
         b_carry = tl.where(m_v, b_carry, b_dh)
     return b_carry
@@ -132,6 +134,7 @@ def split_recurrent_fwd_kernel(
     BB: tl.constexpr,
     BK: tl.constexpr,
     BN: tl.constexpr,
+    SK: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     RELU: tl.constexpr,
     REVERSE: tl.constexpr,
@@ -139,7 +142,8 @@ def split_recurrent_fwd_kernel(
 ):
     i_b, o_b, m_b, o_bn, m_bn, o_kn, m_kn = _tile(B, H, BB, BK, BN)
     n_prog = tl.num_programs(1)
-    b_wt = tl.load(wt + o_kn, mask=m_kn, other=0.0)  # [BK, BN], kept for all T
+    # [SK, BK / SK, BN], kept for all T
+    b_wt = tl.reshape(tl.load(wt + o_kn, mask=m_kn, other=0.0), (SK, BK // SK, BN))
     # a block whose rows all have length 0 keeps h0
     b_h = tl.load(h0 + o_bn, mask=m_bn, other=0.0).to(tl.float32)
     p_prev = h0
@@ -173,6 +177,7 @@ def split_recurrent_fwd_step_kernel(
     BB: tl.constexpr,
     BK: tl.constexpr,
     BN: tl.constexpr,
+    SK: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     RELU: tl.constexpr,
     REVERSE: tl.constexpr,
@@ -181,7 +186,7 @@ def split_recurrent_fwd_step_kernel(
     i_b, o_b, m_b, o_bn, m_bn, o_kn, m_kn = _tile(B, H, BB, BK, BN)
     n = block_steps(lengths, o_b, m_b, T, HAS_LENGTHS)
     if i < n:
-        b_wt = tl.load(wt + o_kn, mask=m_kn, other=0.0)
+        b_wt = tl.reshape(tl.load(wt + o_kn, mask=m_kn, other=0.0), (SK, BK // SK, BN))
         s = n - 1 - i if REVERSE else i
         o_t = s.to(tl.int64) * B * H
         p_prev = h0
@@ -213,6 +218,7 @@ def split_recurrent_bwd_kernel(
     BB: tl.constexpr,
     BK: tl.constexpr,
     BN: tl.constexpr,
+    SK: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     RELU: tl.constexpr,
     REVERSE: tl.constexpr,
@@ -222,7 +228,8 @@ def split_recurrent_bwd_kernel(
 ):
     i_b, o_b, m_b, o_bn, m_bn, o_kn, m_kn = _tile(B, H, BB, BK, BN)
     n_prog = tl.num_programs(1)
-    b_w = tl.load(w + o_kn, mask=m_kn, other=0.0)  # [BK, BN], kept for all T
+    # [SK, BK / SK, BN], kept for all T
+    b_w = tl.reshape(tl.load(w + o_kn, mask=m_kn, other=0.0), (SK, BK // SK, BN))
     b_carry = tl.zeros([BB, BN], dtype=tl.float32)
     if HAS_DHN:
         b_carry += tl.load(dhn + o_bn, mask=m_bn, other=0.0).to(tl.float32)
@@ -256,6 +263,7 @@ def split_recurrent_bwd_step_kernel(
     BB: tl.constexpr,
     BK: tl.constexpr,
     BN: tl.constexpr,
+    SK: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     RELU: tl.constexpr,
     REVERSE: tl.constexpr,
@@ -273,7 +281,7 @@ def split_recurrent_bwd_step_kernel(
                 b_carry += tl.load(dhn + o_bn, mask=m_bn, other=0.0).to(tl.float32)
         else:
             s_prev = i - 1 if REVERSE else n - i
-            b_w = tl.load(w + o_kn, mask=m_kn, other=0.0)
+            b_w = tl.reshape(tl.load(w + o_kn, mask=m_kn, other=0.0), (SK, BK // SK, BN))
             b_dh = tl.zeros([BB, BN], dtype=tl.float32)
             if HAS_LENGTHS:
                 b_dh = tl.load(dh + o_bn, mask=m_bn, other=0.0)

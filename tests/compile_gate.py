@@ -45,7 +45,11 @@ Per cubin: registers, stack / local bytes (`cuobjdump -res-usage`; spill_bytes i
 their sum), static plus dynamic shared memory, tensor-core instructions (HMMA /
 HGMMA in the SASS) and the instruction mix of the time loop's body (`nvdisasm`:
 from the target of the outermost backward branch to that branch; the step kernels
-have no time loop, so their whole body is counted and marked so). `python
+have no time loop, so their whole body is counted and marked so), and a digest of
+its machine code (`code_sha`, the `.text` sections), which `bench/gate_crosscheck.py`
+compares on a GPU with the kernels the runtime compiled. (Not Triton's cache key:
+in Triton 3.6 a kernel's `cache_key` depends on the order in which a process first
+hashes the kernels that share helpers, so equal builds can get different keys.) `python
 tests/compile_gate.py` prints a table, `--json` a JSON list; `test_compile_gate.py`
 runs it in a subprocess, because Triton's interpreter (which the rest of the suite
 uses on CPU) cannot build cubins. Cold it takes about 10 minutes on 2 cores; the
@@ -212,7 +216,8 @@ def _families(quick: bool = False) -> list[dict]:
                             dict(
                                 dtype=TRITON_DTYPE[dtype], torch_dtype=dtype, precision=prec, mode=cfg.mode,
                                 block_h=cfg.block_h, block_n=cfg.block_n, num_warps=opts["num_warps"],
-                                maxnreg=opts.get("maxnreg"), kernel=kernel, features=feature, spec=spec,
+                                split_k=opts.get("SK", 1), maxnreg=opts.get("maxnreg"), kernel=kernel,
+                                features=feature, spec=spec,
                                 B=B, H=H, aligned=aligned, ccs=group, kwargs=dict(cex, **opts),
                                 verify=verify,
                             )
@@ -301,6 +306,11 @@ def _code(cubin: bytes) -> bytes:
         name = cubin[strtab + h[0] : cubin.index(b"\0", strtab + h[0])]
         out += name + cubin[h[4] : h[4] + h[5]] if name.startswith(b".text.") else b""
     return out
+
+
+def code_sha(cubin: bytes) -> str:
+    """Digest of a cubin's machine code (`_code`): equal for equal SASS, whatever the ELF around it."""
+    return hashlib.sha256(_code(cubin)).hexdigest()[:16]
 
 
 def _cached(key: str | bytes, ext: str) -> str:
@@ -406,6 +416,7 @@ def _build(job: dict) -> list[dict]:
             specialisation=special,
             ptx_from=b["ptx_from"],
             ptx_checked=b.get("ptx_checked", False),
+            code_sha=code_sha(b["cubin"]),
             **res,
             spill_bytes=res["stack"] + res["local"],
             dynamic_shared=b["dynamic_shared"],
@@ -430,13 +441,15 @@ def main() -> None:
         json.dump(results, sys.stdout)
         return
     cols = ("HMMA", "HGMMA", "FFMA", "LDS", "LDSM", "LDG", "LDGSTS", "STG", "BAR", "ATOM/RED")
-    # warps "8 r255": 8 warps with maxnreg 255; loop "T n": n instructions in the time loop, "all n": a step kernel
+    # warps "8 r255 k8": 8 warps, maxnreg 255, the reduction in 8 slices (split_k);
+    # loop "T n": n instructions in the time loop, "all n": a step kernel
     head = "sm | dtype | prec | mode | BH | BN | warps | kernel [features:spec] | regs | spill | smem KiB | mma | loop"
     print(f"| {head} | {' | '.join(cols)} |")
     print("|---" * (13 + len(cols)) + "|")
     for r in sorted(results, key=lambda r: (r["capability"], r["dtype"], r["precision"], r["block_h"], r["kernel"])):
         kern = f"{r['kernel'].replace('_kernel', '')} [{r['variant']}]"
         warps = f"{r['num_warps']}" + ("" if r["maxnreg"] is None else f" r{r['maxnreg']}")
+        warps += f" k{r['split_k']}" if r["split_k"] > 1 else ""
         loop = r["loop"]
         cells = [r["capability"], r["dtype"], r["precision"], r["mode"], r["block_h"], r["block_n"], warps, kern]
         cells += [r["registers"], r["spill_bytes"], f"{r['shared_bytes'] / 1024:.1f}", r["tensor_cores"]]

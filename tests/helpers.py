@@ -48,6 +48,11 @@ def reference_grads(xs, dhs, dhn):
     return hs, hn, [y.grad for y in ys]
 
 
-def split_config(H: int, prec: str) -> KernelConfig:
-    """The split kernels forced onto a small H, to prove their math on awkward shapes."""
-    return KernelConfig("split", 16, padded(H), SPLIT_BN, 8, prec)
+def split_config(H: int, prec: str, split_k: bool = False) -> KernelConfig:
+    """The split kernels forced onto a small H, to prove their math on awkward shapes.
+
+    split_k: cut the reduction into as many slices as the kernels have warps, as the
+    dispatcher does for tensor-core dots: here the most slices of >= 16 (at most 8).
+    """
+    warps = min(8, padded(H) // 16) if split_k else 8
+    return KernelConfig("split", 16, padded(H), SPLIT_BN, warps, prec, warps, split_k=split_k)

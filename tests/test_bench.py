@@ -121,3 +121,25 @@ def test_a_new_case_plugs_in_and_a_failed_point_fails_the_run(tmp_path, capsys):
     assert res["grid"] == {"toy_H": [4, 8]}
     assert "| 8 | FAIL |" in out.out and "toy over ref 2.00x. Failed checks: 1." in out.out
     assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".md", ".png"]
+
+
+def test_precisions_and_the_tf32x3_setting(monkeypatch):
+    """tf32x3 runs on CUDA when asked for, sets the fused kernels' option, and run() restores it."""
+    import torch
+
+    from fused_rnn.bench import runner
+    from fused_rnn.launch import TF32X3_ENV
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert runner.precisions(None, cuda) == ["tf32", "ieee", "bf16"]
+    assert runner.precisions("ieee,tf32x3", cuda) == ["ieee", "tf32x3"]
+    assert runner.precisions(None, cpu) == ["ieee"]
+    monkeypatch.delenv(TF32X3_ENV, raising=False)
+    old = torch.get_float32_matmul_precision()
+    try:
+        assert runner.set_precision("tf32x3") == torch.float32
+        assert os.environ[TF32X3_ENV] == "1" and torch.get_float32_matmul_precision() == "highest"
+        runner.set_precision("ieee")
+        assert TF32X3_ENV not in os.environ
+    finally:
+        torch.set_float32_matmul_precision(old)

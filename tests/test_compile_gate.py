@@ -38,6 +38,11 @@ def _name(r: dict) -> str:
     )
 
 
+def _kind(r: dict) -> str:
+    """The row's dot, as `fused_rnn.dispatch.dot_kind` names it."""
+    return r["precision"] if r["dtype"] == "fp32" else "half"
+
+
 def _cc(cap: tuple[int, int]) -> int:
     return cap[0] * 10 + cap[1]
 
@@ -102,10 +107,7 @@ def test_shared_memory_within_the_cards_block_limit(gate_results):
     assert not over, over
     assert all(r["smem_limit"] == SMEM_LIMIT[r["capability"] // 10, r["capability"] % 10] for r in gate_results)
     # the dispatcher's table bounds what was built, so its choice per card rests on the gate
-    size = {"fp32": 4, "fp16": 2, "bf16": 2}
-    above = [
-        _name(r) for r in gate_results if r["shared_bytes"] > SHARED_BYTES[r["mode"], r["block_h"], size[r["dtype"]]]
-    ]
+    above = [_name(r) for r in gate_results if r["shared_bytes"] > SHARED_BYTES[r["mode"], r["block_h"], _kind(r)]]
     assert not above, above
 
 
@@ -115,14 +117,37 @@ def test_no_register_spills(gate_results):
 
 
 def test_tensor_cores_for_tf32_and_half(gate_results):
-    """Every tf32, fp16 or bf16 kernel runs its dots on HMMA / HGMMA (inside the time loop where there is one)."""
+    """Every tf32, tf32x3, fp16 or bf16 kernel runs its dots on HMMA / HGMMA (in the time loop where there is one)."""
     slow = [
         _name(r)
         for r in gate_results
-        if (r["precision"] == "tf32" or r["dtype"] != "fp32")
-        and not (r["tensor_cores"] and r["loop"]["HMMA"] + r["loop"]["HGMMA"])
+        if _kind(r) != "ieee" and not (r["tensor_cores"] and r["loop"]["HMMA"] + r["loop"]["HGMMA"])
     ]
     assert not slow, slow
+
+
+def test_no_warp_repeats_another(gate_results):
+    """Each warp runs only its share of the mma: the step's HMMA per warp is the tile's count over the warps.
+
+    A [16, N] @ [K, N] dot is N / 8 mma columns of m16n8 and K / k steps (k = 16 half, 8 tf32), three times
+    for tf32x3. The split kernels give each warp one of SK slices of K, so the rest of a program's warps
+    (num_warps / SK) share the columns; the single-program kernels share the columns among all warps. More
+    warps than columns would leave warps repeating the same mma, which this count catches.
+    """
+    bad = []
+    for r in gate_results:
+        kind = _kind(r)
+        if kind == "ieee":
+            continue
+        k = 16 if kind == "half" else 8
+        passes = 3 if kind == "tf32x3" else 1
+        sk = r["split_k"] if r["mode"] == "split" else 1
+        columns, warps = r["block_n"] // 8, r["num_warps"] // sk
+        want = columns // warps * (r["block_h"] // sk // k) * passes
+        got = r["loop"]["HMMA"]
+        if columns < warps or got > want or (got < want and ".h1." not in r["spec"]):
+            bad.append(f"{_name(r)}: {got} HMMA per warp, want {want} ({warps} warps, {columns} columns)")
+    assert not bad, bad
 
 
 def test_time_loop_mix(gate_results):

@@ -19,11 +19,12 @@ CARDS = [None, *KIB]
 def _operands_bytes(cfg: D.KernelConfig, dtype: torch.dtype) -> int:
     """A lower bound of a config's shared memory: the dot operands it stages there.
 
-    single: all of W_h; split: the program's [BK, BN] slice of W and the [BB, BK] rows of h.
+    single: all of W_h; split: the [BB, BK] rows of h and, unless the reduction is cut per warp (then
+    each warp keeps its part of W's slice in registers), the program's [BK, BN] slice of W.
     """
     if cfg.mode == "single":
         return cfg.block_h * cfg.block_h * dtype.itemsize
-    return cfg.block_h * (cfg.block_b + cfg.block_n) * dtype.itemsize
+    return cfg.block_h * (cfg.block_b + (0 if cfg.split_k else cfg.block_n)) * dtype.itemsize
 
 
 def _all_h(dtype: torch.dtype) -> range:
@@ -38,7 +39,7 @@ def test_limits_are_the_cards_per_block_opt_in():
 
 @pytest.mark.parametrize("cap", CARDS)
 @pytest.mark.parametrize("dtype", D.SUPPORTED_DTYPES)
-@pytest.mark.parametrize("prec", ["ieee", "tf32"])
+@pytest.mark.parametrize("prec", ["ieee", "tf32", "tf32x3"])
 def test_every_config_fits_its_card(cap, dtype, prec):
     limit = D.smem_limit(cap)
     for H in _all_h(dtype):
@@ -46,7 +47,8 @@ def test_every_config_fits_its_card(cap, dtype, prec):
         if cfg is None:
             assert H > D.max_hidden(dtype, cap)
             continue
-        assert cfg.block_h >= H and cfg.dot_precision == prec
+        # where tf32x3 does not fit, the IEEE config (the same accuracy) runs
+        assert cfg.block_h >= H and cfg.dot_precision in ({prec, "ieee"} if prec == "tf32x3" else {prec})
         assert _operands_bytes(cfg, dtype) <= D.shared_bytes(cfg, dtype) <= limit, (cap, H, cfg)
         assert H <= D.max_hidden(dtype, cap)
 
@@ -77,9 +79,9 @@ def test_99_kib_cards_route_around_what_does_not_fit(cap):
         assert D.select_config(1, 513, torch.float32, prec, cap) is None  # BK = 1024 needs ~130 KiB
     for dtype in HALF:
         assert D.select_config(1, 128, dtype, "ieee", cap).mode == "single"
-        assert D.select_config(1, 1024, dtype, "ieee", cap).block_h == 1024
-        assert D.select_config(1, 1025, dtype, "ieee", cap) is None  # BK = 2048 needs ~130 KiB
-        assert D.max_hidden(dtype, cap) == 1024
+        # cut into one reduction slice per warp, W's slice sits in registers: BK = 2048 takes 97 KiB
+        assert D.select_config(1, 2048, dtype, "ieee", cap).block_h == 2048
+        assert D.max_hidden(dtype, cap) == 2048
     assert D.max_hidden(torch.float32, cap) == 512
 
 
@@ -93,10 +95,10 @@ def test_all_configs_is_everything_select_config_returns():
     seen = set()
     for cap in D.SMEM_LIMIT:
         for dtype in D.SUPPORTED_DTYPES:
-            for prec in ("ieee", "tf32") if dtype == torch.float32 else ("ieee",):
+            for prec in ("ieee", "tf32", "tf32x3") if dtype == torch.float32 else ("ieee",):
                 for H in _all_h(dtype):
                     cfg = D.select_config(1, H, dtype, prec, cap)
-                    if cfg is not None:
+                    if cfg is not None and cfg.dot_precision == prec:
                         seen.add((cap, dtype, prec, cfg))
     listed = D.all_configs()
     assert len(listed) == len(set(listed))
@@ -108,10 +110,11 @@ def test_all_configs_is_everything_select_config_returns():
 def test_reason_names_the_shared_memory():
     assert D.unsupported_reason(512, torch.float32, (8, 6)) is None
     assert D.unsupported_reason(1024, torch.float32, (8, 6)) == (
-        "H = 1024 needs 130 KiB of shared memory per block for torch.float32; sm_86 allows 99 KiB per block "
+        "H = 1024 needs 129 KiB of shared memory per block for torch.float32; sm_86 allows 99 KiB per block "
         "(the triton limit there is H <= 512)"
     )
-    assert D.unsupported_reason(2000, torch.bfloat16, (8, 9)).startswith("H = 2000 needs 130 KiB")
+    assert D.unsupported_reason(1000, torch.float32, (8, 9)).startswith("H = 1000 needs 129 KiB")
+    assert D.unsupported_reason(2000, torch.bfloat16, (8, 9)) is None
     # over every card's limit: the plain limit, with the card when there is one
     assert (
         D.unsupported_reason(1025, torch.float32) == "H = 1025 is over the triton limit of H <= 1024 for torch.float32"
@@ -135,7 +138,7 @@ def _inputs(H: int, dtype=torch.float32):
 
 def test_ops_raise_for_triton_on_sm86(sm86):
     u, w = _inputs(1024)
-    with pytest.raises(ValueError, match="H = 1024 needs 130 KiB of shared memory .* sm_86 allows 99 KiB per block"):
+    with pytest.raises(ValueError, match="H = 1024 needs 129 KiB of shared memory .* sm_86 allows 99 KiB per block"):
         ops.rnn_scan(u, w, backend="triton")
 
 
@@ -171,3 +174,68 @@ def test_reason_reads_no_device_under_compile(monkeypatch, sm86):
     monkeypatch.setattr(ops.launch, "device_key", lambda device: ((8, 6), 84))
     with pytest.raises(ValueError, match="no triton config .* sm_86 allows 99 KiB per block"):
         ops._config(u, "")
+
+
+KINDS = [(torch.float32, "ieee"), (torch.float32, "tf32"), (torch.float32, "tf32x3"), *((d, "ieee") for d in HALF)]
+
+
+@pytest.mark.parametrize("cap", CARDS)
+@pytest.mark.parametrize("dtype,prec", KINDS)
+def test_split_k_slices_are_mma_wide_and_one_per_warp(cap, dtype, prec):
+    """Tensor-core dots cut the reduction into one slice per warp, each >= 16 wide; the FMA dot does not cut it."""
+    for H in _all_h(dtype):
+        cfg = D.select_config(1, H, dtype, prec, cap)
+        if cfg is None or cfg.mode != "split":
+            continue
+        assert cfg.split_k == (D.dot_kind(dtype, cfg.dot_precision) != "ieee")
+        for backward in (False, True):
+            for persistent in (False, True):
+                opts = cfg.launch_options(backward, persistent)
+                assert opts["SK"] == (opts["num_warps"] if cfg.split_k else 1)
+                assert cfg.block_h % opts["SK"] == 0 and cfg.block_h // opts["SK"] >= 16, (cfg, opts)
+        assert D.KernelConfig.from_key(cfg.key()) == cfg
+    single = D.select_config(1, 16, dtype, prec, cap)
+    assert "SK" not in single.launch_options(False, False)  # the single-program kernels take no SK
+
+
+def test_dot_precision_and_the_tf32x3_option():
+    assert D.dot_precision(torch.float32, "highest") == "ieee"
+    assert D.dot_precision(torch.float32, "highest", tf32x3=True) == "tf32x3"
+    for allowed in ("high", "medium"):  # TF32 allowed: tf32x3 would only cost more
+        assert D.dot_precision(torch.float32, allowed, tf32x3=True) == "tf32"
+    for dtype in HALF:
+        assert D.dot_precision(dtype, "highest", tf32x3=True) == "ieee"
+
+
+@pytest.mark.parametrize("cap", CARDS)
+def test_tf32x3_changes_only_the_dot_and_falls_back_to_ieee(cap):
+    for H in _all_h(torch.float32):
+        x3 = D.select_config(1, H, torch.float32, "tf32x3", cap)
+        ieee = D.select_config(1, H, torch.float32, "ieee", cap)
+        assert (x3 is None) == (ieee is None)  # the option never narrows what runs
+        if x3 is None:
+            continue
+        assert (x3.mode, x3.block_h) == (ieee.mode, ieee.block_h)
+        if x3.dot_precision == "ieee":  # its tf32x3 twin does not fit the card, or is not built
+            assert x3 == ieee
+            twin = ("split", x3.block_h, "tf32x3")
+            if x3.mode == "split" and x3.block_h > D.TF32X3_MAX_SPLIT_BK:
+                assert twin not in D.SHARED_BYTES
+            else:
+                assert D.SHARED_BYTES[x3.mode, x3.block_h, "tf32x3"] > D.smem_limit(cap)
+    assert D.select_config(1, 512, torch.float32, "tf32x3", cap).dot_precision == "tf32x3"
+    fp32 = torch.float32
+    assert D.select_config(1, 1024, fp32, "tf32x3", cap) == D.select_config(1, 1024, fp32, "ieee", cap)
+
+
+def test_ops_reads_the_tf32x3_option(monkeypatch, sm86):
+    u = torch.empty(2, 3, 256)
+    torch.set_float32_matmul_precision("highest")
+    assert ops._config(u, "").dot_precision == "ieee"
+    monkeypatch.setenv("FUSED_RNN_TF32X3", "1")
+    assert ops._config(u, "").dot_precision == "tf32x3"
+    torch.set_float32_matmul_precision("high")
+    try:
+        assert ops._config(u, "").dot_precision == "tf32"
+    finally:
+        torch.set_float32_matmul_precision("highest")

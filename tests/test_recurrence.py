@@ -4,6 +4,7 @@ import pytest
 import torch
 from helpers import DTYPES, TOL, make_inputs, reference_grads, rel_err, split_config
 
+import fused_rnn.ops as ops
 from fused_rnn import fused_recurrence
 
 SHAPES = [
@@ -44,6 +45,7 @@ def test_outputs_and_grads_vs_float64(T, B, H, precision, device, poison):
     check_all(T, B, H, mode, dtype, device)
 
 
+@pytest.mark.parametrize("split_k", [False, True], ids=["k1", "kwarps"])
 @pytest.mark.parametrize("precision", [DTYPES[0], DTYPES[3]], indirect=True)
 @pytest.mark.parametrize(
     "T,B,H",
@@ -53,9 +55,9 @@ def test_outputs_and_grads_vs_float64(T, B, H, precision, device, poison):
         pytest.param(6, 33, 100, id="T6-B33-H100"),
     ],
 )
-def test_split_kernels_on_awkward_shapes(T, B, H, precision, device, poison):
+def test_split_kernels_on_awkward_shapes(T, B, H, precision, split_k, device, poison):
     mode, dtype = precision
-    check_all(T, B, H, mode, dtype, device, config=split_config(H, "ieee"))
+    check_all(T, B, H, mode, dtype, device, config=split_config(H, "ieee", split_k))
 
 
 @pytest.mark.parametrize(
@@ -78,6 +80,33 @@ def test_persistent_split_with_grid_barrier(T, B, H, device, poison, monkeypatch
     monkeypatch.setenv("FUSED_RNN_GRID_BARRIER", "1")
     torch.set_float32_matmul_precision("highest")
     check_all(T, B, H, "fp32", torch.float32, device)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the interpreter ignores input_precision (GPU only)")
+@pytest.mark.parametrize(
+    "T,B,H",
+    [
+        pytest.param(63, 17, 100, id="T63-B17-H100"),
+        pytest.param(9, 33, 128, id="T9-B33-H128"),
+        pytest.param(4, 17, 256, id="T4-B17-H256"),
+        pytest.param(9, 3, 1024, id="T9-B3-H1024"),
+    ],
+)
+def test_tf32x3_is_float32_accurate(T, B, H, device, poison, monkeypatch):
+    """FUSED_RNN_TF32X3=1: three TF32 mma per product hold the float32 tolerance that one TF32 mma misses."""
+    torch.set_float32_matmul_precision("highest")
+    monkeypatch.setenv("FUSED_RNN_TF32X3", "1")
+    assert ops._config(torch.empty(T, B, H, device=device), "").dot_precision in ("tf32x3", "ieee")
+    check_all(T, B, H, "fp32", torch.float32, device)
+    # the same check catches a plain TF32 dot: its error is far over the float32 tolerance
+    inp, w, b, h0 = make_inputs(T, B, H, torch.float32, device)
+    ref, _, _ = reference_grads([inp, w, b, h0], torch.zeros(T, B, H), torch.zeros(B, H))
+    torch.set_float32_matmul_precision("high")
+    try:
+        hs, _ = fused_recurrence(inp, w, b, h0, backend="triton")
+    finally:
+        torch.set_float32_matmul_precision("highest")
+    assert rel_err(hs, ref) > TOL["fp32"]["fwd"]
 
 
 @pytest.mark.parametrize("T,B,H", [pytest.param(7, 3, 20, id="T7-B3-H20"), pytest.param(5, 17, 256, id="T5-B17-H256")])

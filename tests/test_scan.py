@@ -99,11 +99,13 @@ def test_scan_vs_nn_rnn_float64(T, B, H, reverse, with_lengths, nonlinearity, pr
     check_scan(T, B, H, mode, dtype, device, reverse, with_lengths, nonlinearity)
 
 
+@pytest.mark.parametrize("split_k", [False, True], ids=["k1", "kwarps"])
 @pytest.mark.parametrize("reverse,with_lengths,nonlinearity", FEATURES)
 @pytest.mark.parametrize("T,B,H", [pytest.param(6, 17, 20, id="T6-B17-H20"), pytest.param(4, 3, 100, id="T4-B3-H100")])
-def test_split_kernels_forced_onto_small_h(T, B, H, reverse, with_lengths, nonlinearity, device, poison):
+def test_split_kernels_forced_onto_small_h(T, B, H, reverse, with_lengths, nonlinearity, split_k, device, poison):
     torch.set_float32_matmul_precision("highest")
-    check_scan(T, B, H, "fp32", torch.float32, device, reverse, with_lengths, nonlinearity, split_config(H, "ieee"))
+    config = split_config(H, "ieee", split_k)
+    check_scan(T, B, H, "fp32", torch.float32, device, reverse, with_lengths, nonlinearity, config)
 
 
 @pytest.mark.parametrize("which", ["out", "h_n"])
@@ -155,7 +157,7 @@ def test_blocks_stop_at_their_longest_row(mode, reverse, device, poison):
     torch.set_float32_matmul_precision("highest")
     T, B, H = 9, 40, 20
     lengths = torch.linspace(T, 0, B).round().long().to(device)  # blocks' longest rows: 9, 6, 2
-    config = split_config(H, "ieee") if mode == "split" else None
+    config = split_config(H, "ieee", split_k=True) if mode == "split" else None
     check_lengths = lengths.clone()
     u = torch.randn(T, B, H, device=device, requires_grad=True)
     w = (torch.randn(H, H, device=device) / H**0.5).requires_grad_()

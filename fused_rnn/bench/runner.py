@@ -10,13 +10,14 @@ marked FAIL, left out of the speedups, and makes the exit status 1.
 
 Precisions (CUDA): "tf32" (cuBLAS and cuDNN allowed TF32, float32 matmul precision "high", so the
 fused kernels use TF32 too), "ieee" (TF32 off, precision "highest"), "bf16" (models and inputs in
-bfloat16). On CPU: "ieee" only; the fused path runs the torch backend there unless TRITON_INTERPRET=1
-is set (Triton's interpreter). Each row records the backend that actually ran.
+bfloat16); on request "tf32x3" (as "ieee", with the fused kernels' FUSED_RNN_TF32X3=1 option).
+On CPU: "ieee" only; the fused path runs the torch backend there unless TRITON_INTERPRET=1 is set
+(Triton's interpreter). Each row records the backend that actually ran.
 
 Writes <out>/<device>-<date>[-quick].json (every row, the grid, device and versions), .md (one table
 per case and the geometric means) and, when matplotlib is installed, .png (speedup bars).
 
-    fused-rnn bench [--quick] [--out DIR] [--device auto|cpu|cuda] [--precision tf32,ieee,bf16]
+    fused-rnn bench [--quick] [--out DIR] [--device auto|cpu|cuda] [--precision tf32,ieee,bf16[,tf32x3]]
                     [--B 32,64] [--T 64] [--H 128] [--no-plot]
 """
 
@@ -39,7 +40,8 @@ from typing import Any
 
 import torch
 
-from .case import NFAC, PRECISIONS, TOLERANCE, VOCAB, Case, Ctx, fmt_x, within, worst_error
+from ..launch import TF32X3_ENV
+from .case import DEFAULT_PRECISIONS, NFAC, PRECISIONS, TOLERANCE, VOCAB, Case, Ctx, fmt_x, within, worst_error
 from .cases import CASES
 
 #: Default output folder, relative to the working directory (bench/results of a checkout's root).
@@ -56,6 +58,10 @@ def set_precision(mode: str) -> torch.dtype:
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
     torch.set_float32_matmul_precision("high" if tf32 else "highest")
+    if mode == "tf32x3":
+        os.environ[TF32X3_ENV] = "1"
+    else:
+        os.environ.pop(TF32X3_ENV, None)
     return torch.bfloat16 if mode == "bf16" else torch.float32
 
 
@@ -232,10 +238,10 @@ def resolve_device(name: str) -> torch.device:
 
 
 def precisions(arg: str | None, device: torch.device) -> list[str]:
-    """The precisions asked for (comma list), default all that apply to the device."""
+    """The precisions asked for (comma list), by default those of DEFAULT_PRECISIONS that apply to the device."""
     allowed = list(PRECISIONS) if device.type == "cuda" else ["ieee"]
     if not arg:
-        return allowed
+        return [p for p in DEFAULT_PRECISIONS if p in allowed]
     chosen = [p.strip() for p in arg.split(",") if p.strip()]
     bad = [p for p in chosen if p not in allowed]
     if bad:
@@ -258,6 +264,7 @@ def run(args: argparse.Namespace, cases: Sequence[Case] = CASES) -> dict:
         torch.backends.cuda.matmul.allow_tf32,
         torch.backends.cudnn.allow_tf32,
         torch.get_float32_matmul_precision(),
+        os.environ.get(TF32X3_ENV),
     )
     res: dict = dict(info=device_info(device), grid=grid, precision_list=precs, precisions={})
     res["cases"] = [c.name for c in cases]
@@ -269,6 +276,9 @@ def run(args: argparse.Namespace, cases: Sequence[Case] = CASES) -> dict:
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[:2]
         torch.set_float32_matmul_precision(saved[2])
+        os.environ.pop(TF32X3_ENV, None)
+        if saved[3] is not None:
+            os.environ[TF32X3_ENV] = saved[3]
         torch.set_num_threads(threads)
     return res
 
