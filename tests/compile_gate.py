@@ -52,7 +52,7 @@ in Triton 3.6 a kernel's `cache_key` depends on the order in which a process fir
 hashes the kernels that share helpers, so equal builds can get different keys.) `python
 tests/compile_gate.py` prints a table, `--json` a JSON list; `test_compile_gate.py`
 runs it in a subprocess, because Triton's interpreter (which the rest of the suite
-uses on CPU) cannot build cubins. Cold it takes about 10 minutes on 2 cores; the
+uses on CPU) cannot build cubins. Cold it takes about 12 minutes on 2 cores; the
 ptxas runs and disassemblies it adds to Triton's cache are kept beside it, so a
 warm run takes seconds.
 """

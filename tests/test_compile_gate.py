@@ -2,7 +2,8 @@
 
 tests/compile_gate.py builds the cubins (see its docstring for the variants); this
 checks them per card: shared memory within the card's per-block limit, no spills,
-tensor cores where the precision promises them, and a time loop in the looping kernels.
+tensor cores where the precision promises them, no warp repeating another's mma, and a
+time loop in the looping kernels.
 """
 
 from __future__ import annotations
