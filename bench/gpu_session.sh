@@ -3,7 +3,8 @@
 #   suite  the test suite compiled on the card, then its grid-barrier tests (incl. tf32x3 accuracy)
 #   gate   the compile gate on this machine's cores, the runtime cross-check against it, the stress run
 #   bench  the benchmark in tf32, ieee and bf16
-#   x3     the benchmark with the tf32x3 option against the IEEE baselines
+#   x3     the per-step floors (bench/floors.py), then the benchmark with the tf32x3 option
+#          against the IEEE baselines
 # Logs and results go to $OUT (or bench/results/gpu-run). Usage, from the repository root:
 #   bash bench/gpu_session.sh suite     (or gate, bench, x3; "all" runs every stage, over 10 minutes)
 set -uo pipefail
@@ -30,6 +31,7 @@ if run bench; then
   timeout 540 python3 bench/bench.py --out "$OUT" 2>&1 | tee "$OUT/bench.log" | tail -40 || status=1
 fi
 if run x3; then
-  timeout 400 python3 bench/bench.py --precision tf32x3 --out "$OUT/tf32x3" 2>&1 | tee "$OUT/bench-tf32x3.log" | tail -20 || status=1
+  timeout 150 python3 bench/floors.py --out "$OUT/floors.json" 2>&1 | tee "$OUT/floors.md" || status=1
+  timeout 380 python3 bench/bench.py --precision tf32x3 --out "$OUT/tf32x3" 2>&1 | tee "$OUT/bench-tf32x3.log" | tail -20 || status=1
 fi
 exit $status

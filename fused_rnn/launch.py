@@ -181,10 +181,9 @@ def forward(
             kw = dict(meta, **cfg.launch_options(backward=False, persistent=True), launch_cooperative_grid=True)
             if _launch_persistent(K.split_recurrent_fwd_kernel, grid, args, kw, u.device):
                 return hs, hn
+        meta.update(cfg.launch_options(backward=False, persistent=False))  # built once, not per launch
         for i in range(T):
-            K.split_recurrent_fwd_step_kernel[grid](
-                u, wt, h0, lengths_arg, hs, hn, i, T, B, H, **meta, **cfg.launch_options(False, False)
-            )  # fmt: skip
+            K.split_recurrent_fwd_step_kernel[grid](u, wt, h0, lengths_arg, hs, hn, i, T, B, H, **meta)
     return hs, hn
 
 
@@ -230,9 +229,9 @@ def backward(
                 return da, dh0
         # dh of the previous launch's step, for rows that pass it through (lengths only)
         dh = torch.empty(B, H, dtype=torch.float32, device=hs.device) if lengths is not None else da
+        meta.update(cfg.launch_options(backward=True, persistent=False))
         for i in range(T + 1):  # launch i finishes step i - 1 and runs step i
             K.split_recurrent_bwd_step_kernel[grid](
-                weight, hs, dhs_arg, dhn_arg, lengths_arg, dh, da, dh0, i, T, B, H, **meta,
-                **cfg.launch_options(True, False),
+                weight, hs, dhs_arg, dhn_arg, lengths_arg, dh, da, dh0, i, T, B, H, **meta
             )  # fmt: skip
     return da, dh0

@@ -143,3 +143,18 @@ def test_precisions_and_the_tf32x3_setting(monkeypatch):
         assert TF32X3_ENV not in os.environ
     finally:
         torch.set_float32_matmul_precision(old)
+
+
+def test_gpu_only_scripts_say_so_without_a_gpu():
+    """bench/floors.py and bench/gate_crosscheck.py import cleanly and refuse in one line without CUDA."""
+    import pytest
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: bench/gpu_session.sh runs them")
+    for script, extra in (("floors.py", []), ("gate_crosscheck.py", ["--gate", os.devnull])):
+        out = subprocess.run(
+            [sys.executable, str(ROOT / "bench" / script), *extra], env=_env(), capture_output=True, text=True
+        )
+        assert out.returncode == 2, out.stderr[-2000:]
+        assert out.stderr.strip().splitlines() == [f"error: {script.split('.')[0]} needs a CUDA device"]

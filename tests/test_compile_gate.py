@@ -206,7 +206,7 @@ def test_gate_arguments_follow_launch(monkeypatch, H, with_lengths):
             self.name = name
 
         def __getitem__(self, grid):
-            return lambda *args, **kwargs: calls.append((self.name, args))
+            return lambda *args, **kwargs: calls.append((self.name, args, kwargs))
 
     names = gate.KERNELS["single"] + gate.KERNELS["split"]
     monkeypatch.setattr(launch, "K", types.SimpleNamespace(**{n: Recorder(n) for n in names}))
@@ -219,8 +219,11 @@ def test_gate_arguments_follow_launch(monkeypatch, H, with_lengths):
     launch.backward(w, hs, dhs, dhn, lengths, False, False, cfg)
     caller = {x.data_ptr() for x in (u, h0, dhs, w, dhn)} | ({lengths.data_ptr()} if with_lengths else set())
     stepped = {n for n in gate.KERNELS[cfg.mode] if cfg.mode == "single" or n.endswith("step_kernel")}
-    assert {name for name, _ in calls} == stepped  # the persistent ones need CUDA and the grid barrier
-    for name, args in calls:
+    assert {name for name, _, _ in calls} == stepped  # the persistent ones need CUDA and the grid barrier
+    for name, args, kwargs in calls:
+        # the launch options the gate builds with (warps, maxnreg, SK) are the ones passed
+        opts = cfg.launch_options(backward="bwd" in name, persistent=False)
+        assert {k: kwargs.get(k) for k in opts} == opts, name
         roles = [item.split(":") for item in gate.ARGS[name].split()]
         assert len(roles) == len(args), name
         by_name = dict(zip([n for n, _ in roles], args, strict=True))
