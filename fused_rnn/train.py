@@ -109,6 +109,11 @@ def load_checkpoint(path: str | Path) -> dict:
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"checkpoint: no such file: {p}")
+    with open(p, "rb") as f:
+        head = f.read(4)
+    # torch.save writes a zip archive (or, in its legacy format, a pickle from protocol 2 on)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+        raise CheckpointError(f"checkpoint: {p} is not a torch.save file (it starts with {head!r})")
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:  # a pickle of arbitrary objects: nothing of it was run

@@ -183,7 +183,7 @@ class Hostile:
         return (os.system, ("touch HACKED",))
 
 
-@pytest.mark.parametrize("kind", ["hostile", "foreign", "corrupt", "missing"])
+@pytest.mark.parametrize("kind", ["hostile", "foreign", "corrupt", "text", "missing"])
 def test_bad_checkpoints_are_refused(kind, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     ck = tmp_path / "checkpoint.pt"
@@ -193,10 +193,13 @@ def test_bad_checkpoints_are_refused(kind, tmp_path, capsys, monkeypatch):
         torch.save({"a": 1}, ck)
     elif kind == "corrupt":
         ck.write_bytes(b"PK\x03\x04 this is not a zip archive")
+    elif kind == "text":  # a text file given by mistake: not a torch file at all, nothing to do with code
+        ck.write_text("First Citizen:\nBefore we proceed any further, hear me speak.\n")
     code, _, err = run(["sample", "--checkpoint", ck, "--length", 3], capsys)
     assert code == 2 and err.startswith("error: checkpoint: ") and err.count("\n") == 1
     assert not (tmp_path / "HACKED").exists()  # weights_only: nothing ran
     expected = {"hostile": "could run code", "foreign": "not a fused_rnn checkpoint", "missing": "no such file"}
+    expected["text"] = "is not a torch.save file (it starts with b'Firs')"
     assert expected.get(kind, "cannot be loaded") in err
 
 
