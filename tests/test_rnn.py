@@ -81,12 +81,16 @@ def test_matches_nn_rnn(cfg, kind, T, B, with_hx, backend, device, poison):
     ref = nn.RNN(**cfg).to(device)
     model = FusedRNN(**cfg, backend=backend).to(device)
     model.load_state_dict(ref.state_dict())
+    ref32 = nn.RNN(**cfg).to(device)  # PyTorch's own float32, for the bound where cancellation dominates
+    ref32.load_state_dict(ref.state_dict())
     ref = ref.double()
     x, hx, lengths = _inputs(cfg, kind, T, B, device, torch.float32)
     hx_arg = hx if with_hx else None
     out, hn = _run(model, x, hx_arg, lengths, kind, cfg["batch_first"])
     xr, hxr = (t.detach().double().requires_grad_() for t in (x, hx))
     rout, rhn = _run(ref, xr, hxr if with_hx else None, lengths, kind, cfg["batch_first"])
+    x32, hx32 = (t.detach().clone().requires_grad_() for t in (x, hx))
+    out32, hn32 = _run(ref32, x32, hx32 if with_hx else None, lengths, kind, cfg["batch_first"])
     assert out.shape == rout.shape and hn.shape == rhn.shape and out.dtype == torch.float32
     tol = TOL["fp32"]
     assert rel_err(out, rout) <= tol["fwd"]
@@ -94,12 +98,19 @@ def test_matches_nn_rnn(cfg, kind, T, B, with_hx, backend, device, poison):
     dout, dhn = torch.randn_like(rout), torch.randn_like(rhn)
     ((out * dout.float()).sum() + (hn * dhn.float()).sum()).backward()
     ((rout * dout).sum() + (rhn * dhn).sum()).backward()
-    grads = [("input", x.grad, xr.grad)] + ([("hx", hx.grad, hxr.grad)] if with_hx else [])
-    ref_params = dict(ref.named_parameters())
-    grads += [(n, p.grad, ref_params[n].grad) for n, p in model.named_parameters()]
-    for name, got, want in grads:
+    ((out32 * dout.float()).sum() + (hn32 * dhn.float()).sum()).backward()
+    grads = [("input", x.grad, xr.grad, x32.grad)] + ([("hx", hx.grad, hxr.grad, hx32.grad)] if with_hx else [])
+    ref_params, ref32_params = dict(ref.named_parameters()), dict(ref32.named_parameters())
+    grads += [(n, p.grad, ref_params[n].grad, ref32_params[n].grad) for n, p in model.named_parameters()]
+    # A small gradient that is a cancelling sum (H = 1: one number) is ill-conditioned beyond 1e-5 for any
+    # float32 code (nn.RNN's own float32 reaches 2e-4 on such draws), so each gradient is held to 1e-5 of
+    # itself, or of the largest gradient's norm, or to 4x nn.RNN's own float32 error, whichever is widest.
+    scale = max(want.norm().item() for _, _, want, _ in grads)
+    for name, got, want, torch32 in grads:
         assert got is not None and got.shape == want.shape, name
-        assert rel_err(got, want) <= tol["bwd"], name
+        err = (got.double() - want).norm().item()
+        bound = max(tol["bwd"] * want.norm().item(), tol["bwd"] * scale, 4 * (torch32.double() - want).norm().item())
+        assert not torch.isnan(got).any() and err <= bound, (name, err, bound)
 
 
 def test_state_dict_both_ways_and_parameter_names(device):
