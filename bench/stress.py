@@ -69,10 +69,14 @@ def one(B: int, T: int, H: int, mode: str, device: torch.device) -> str | None:
         return None  # one half-precision element: no norm to average rounding over (see the tests)
     ref_hs, ref_hn, ref_grads = reference_grads(xs, dhs, dhn)
     tol = TOL[tol_row]
+    # a gradient with few elements (H = 1: dW and db are cancelling sums) is held to the largest gradient's norm
+    scale = max(r.norm().item() for r in ref_grads)
     for name, got, ref, kind in [("hs", runs[0][0], ref_hs, "fwd"), ("hn", runs[0][1], ref_hn, "fwd")] + [
         (n, g, r, "bwd") for n, g, r in zip(("d inp", "dW", "db", "dh0"), runs[0][2:], ref_grads, strict=True)
     ]:
         err = rel_err(got, ref)
+        if kind == "bwd" and ref.numel() < 16:
+            err = min(err, (got.double().cpu() - ref).norm().item() / max(scale, 1e-30))
         if not err <= tol[kind]:
             return f"{name}: relative error {err:.2e} over {tol[kind]:.0e}"
     return None
