@@ -22,6 +22,7 @@ import importlib.util
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import fused_rnn.kernels as K
@@ -62,17 +63,25 @@ def _leaf(shape: tuple, dtype: torch.dtype, device: torch.device, misaligned: bo
     return (buf[1:] if misaligned else buf[:n]).view(shape).detach().requires_grad_()
 
 
-def workload(device: torch.device) -> None:
-    """Forward and backward of every config bucket, both feature sets, aligned or not, step and persistent."""
+def workload(device: torch.device, seconds: float) -> None:
+    """Forward and backward of every config bucket, both feature sets, aligned or not, step and persistent.
+
+    One H per config bucket (multiples of 16 and not), every precision at each H before the next H;
+    stops after `seconds` (each new variant compiles once): the cross-check covers what ran.
+    """
     cap = torch.cuda.get_device_capability(device)
-    for name, (dtype, matmul, x3) in MODES.items():
-        torch.set_float32_matmul_precision(matmul)
-        os.environ[TF32X3_ENV] = "1" if x3 else "0"
-        for H in (1, 20, 32, 64, 100, 128, 256, 300, 512, 1024, 2048):
+    t0 = time.perf_counter()
+    for H in (1, 20, 64, 100, 256, 300, 1024, 2048):
+        for name, (dtype, matmul, x3) in MODES.items():
             if H > dispatch.max_hidden(dtype, cap):
                 continue
+            torch.set_float32_matmul_precision(matmul)
+            os.environ[TF32X3_ENV] = "1" if x3 else "0"
             for B in (1, 3, 32):
                 for ragged, misaligned in ((False, False), (True, False), (True, True)):
+                    if time.perf_counter() - t0 > seconds:
+                        print(f"workload stopped after {seconds:.0f} s, at H = {H} {name}", file=sys.stderr)
+                        return
                     for barrier in ("0", "1") if H > dispatch.SINGLE_MAX_H else ("0",):
                         os.environ[GRID_BARRIER_ENV] = barrier
                         T = 5
@@ -82,10 +91,8 @@ def workload(device: torch.device) -> None:
                         lens = torch.randint(1, T + 1, (B,), device=device) if ragged else None
                         out, hn = rnn_scan(u, w, h0, lengths=lens, reverse=ragged, backend="triton")
                         (out.float().sum() + hn.float().sum()).backward()
-        print(f"ran {name}", file=sys.stderr)
+        print(f"ran H = {H} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     torch.cuda.synchronize()
-    os.environ.pop(GRID_BARRIER_ENV, None)
-    os.environ.pop(TF32X3_ENV, None)
 
 
 def _classify(kernel: str, ck) -> dict:
@@ -143,6 +150,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--gate", required=True, help="the gate's --json output")
     ap.add_argument("--out", help="write every runtime kernel's row here (JSON)")
+    ap.add_argument("--seconds", type=float, default=110.0, help="stop launching new variants after this long")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         print("error: gate_crosscheck needs a CUDA device", file=sys.stderr)
@@ -151,7 +159,11 @@ def main() -> int:
         gate = json.load(f)
     device = torch.device("cuda")
     cc = int("".join(map(str, torch.cuda.get_device_capability(device))))
-    workload(device)
+    try:
+        workload(device, args.seconds)
+    finally:
+        os.environ.pop(GRID_BARRIER_ENV, None)
+        os.environ.pop(TF32X3_ENV, None)
     res = crosscheck(gate, cc)
     if args.out:
         with open(args.out, "w") as f:
