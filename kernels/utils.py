@@ -9,14 +9,25 @@ import triton
 import triton.language as tl
 
 #: Kernels built for Triton's CPU interpreter (read once, like triton itself does).
-INTERPRETED = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") == "1")
+_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+@triton.constexpr_function
+def interpreted():
+    """_INTERPRET as a compile-time constant.
+
+    Not a module-level tl.constexpr: Triton 3.6 hashes a kernel's global constexprs into its
+    cache key only when the helper using one was hashed before, so such a global gave equal
+    builds different keys depending on which kernel a process hashed first.
+    """
+    return _INTERPRET
 
 
 @triton.jit
 def dot_f32(a, b, DOT_PRECISION: tl.constexpr):
     """a @ b with float32 accumulation; operands in b's dtype (tensor cores for half / tf32)."""
     a = a.to(b.dtype)
-    if INTERPRETED and b.dtype == tl.bfloat16:
+    if interpreted() and b.dtype == tl.bfloat16:
         # the interpreter multiplies bf16 bit patterns as integers; bf16 products are
         # exact in fp32, so an fp32 dot of the same operands gives the same sums
         return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")

@@ -47,9 +47,9 @@ HGMMA in the SASS) and the instruction mix of the time loop's body (`nvdisasm`:
 from the target of the outermost backward branch to that branch; the step kernels
 have no time loop, so their whole body is counted and marked so), and a digest of
 its machine code (`code_sha`, the `.text` sections), which `bench/gate_crosscheck.py`
-compares on a GPU with the kernels the runtime compiled. (Not Triton's cache key:
-in Triton 3.6 a kernel's `cache_key` depends on the order in which a process first
-hashes the kernels that share helpers, so equal builds can get different keys.) `python
+compares on a GPU with the kernels the runtime compiled. (The kernels' Triton cache
+keys are the runtime's too, so a launch reuses the gate's build from Triton's cache;
+`test_cache_keys_do_not_depend_on_hashing_order` keeps them so.) `python
 tests/compile_gate.py` prints a table, `--json` a JSON list; `test_compile_gate.py`
 runs it in a subprocess, because Triton's interpreter (which the rest of the suite
 uses on CPU) cannot build cubins. Cold it takes about 12 minutes on 2 cores; the

@@ -237,3 +237,21 @@ def test_gate_arguments_follow_launch(monkeypatch, H, with_lengths):
                 assert value.data_ptr() not in caller, (name, arg)
             else:
                 assert isinstance(value, int) and value == {"B": B, "H": H}.get(role, value), (name, arg)
+
+
+def test_cache_keys_do_not_depend_on_hashing_order():
+    """Equal kernels get equal Triton cache keys in every process, so the runtime reuses the gate's builds.
+
+    Triton 3.6 folds a module-level tl.constexpr into a kernel's key only when the helper reading it
+    was hashed first: such a global made the keys depend on which kernel a process hashed first.
+    """
+    pytest.importorskip("triton.backends.nvidia")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    names = gate.KERNELS["single"] + gate.KERNELS["split"]
+    code = "import sys, fused_rnn.kernels as K; print(*(getattr(K, n).cache_key for n in sys.argv[1:]))"
+    keys = []
+    for order in (names, names[::-1]):
+        out = subprocess.run([sys.executable, "-c", code, *order], env=env, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr[-2000:]
+        keys.append(dict(zip(order, out.stdout.split(), strict=True)))
+    assert keys[0] == keys[1]
