@@ -12,8 +12,8 @@ the host clock where the host is what is measured):
                         kernel (H = 128), the split step kernels and the persistent split kernel
                         (H = 512, B = 32; persistent only where the grid is co-resident)
   CUDA graph replay     the split step-mode forward at T = 64 captured in a CUDA graph, per step
-  grid barrier alone    a persistent kernel that only meets at `grid_barrier`, per barrier, on the
-                        split grid of H = 512, B = 32
+  grid barrier alone    a persistent kernel that only meets at `grid_barrier` (one counter per batch
+                        block, as the split kernels), per barrier, on the split grid of H = 512, B = 32
 
 Prints a table and writes the JSON. Needs CUDA.
 """
@@ -44,10 +44,10 @@ def _noop_kernel(x):
 
 @triton.jit(do_not_specialize=["T"])
 def _barrier_kernel(count, T):
-    """T phases of nothing but the grid barrier of one batch block (every program of the grid)."""
-    n_prog = tl.num_programs(0) * tl.num_programs(1)
+    """T phases of nothing but the split kernels' barrier: one counter per batch block (program_id 0)."""
+    n_prog = tl.num_programs(1)
     for i in range(T):
-        grid_barrier(count, (i + 1) * n_prog)
+        grid_barrier(count + tl.program_id(0), (i + 1) * n_prog)
 
 
 def _bench_ms(fn) -> float:
@@ -112,8 +112,9 @@ def measure(device: torch.device) -> dict:
     u1, w1, h01 = _inputs(1, B, H, torch.float32, device)
     out["host_rnn_scan_T1_us"] = _host_us(lambda: rnn_scan(u1, w1, h01, backend="triton"), n=500)
 
-    # one step of each kernel mode
-    out["step_single_H128_B32_us"] = _per_step_us(32, 128, torch.float32, device, barrier=False)
+    # one step of each kernel mode (H = 128 runs the split kernels on 99 KiB cards: named by what ran)
+    single = select_config(32, 128, torch.float32, "tf32", torch.cuda.get_device_capability(device))
+    out[f"step_{single.mode}_H128_B32_us"] = _per_step_us(32, 128, torch.float32, device, barrier=False)
     out["step_split_step_mode_H512_B32_us"] = _per_step_us(B, H, torch.float32, device, barrier=False)
     out["step_split_persistent_H512_B32_us"] = _per_step_us(B, H, torch.float32, device, barrier=True)
     out["step_split_step_mode_H512_B32_bf16_us"] = _per_step_us(B, H, torch.bfloat16, device, barrier=False)
@@ -131,7 +132,7 @@ def measure(device: torch.device) -> dict:
     out["graph_step_mode_H512_B32_per_step_us"] = _bench_ms(graph.replay) * 1e3 / T
 
     # the grid barrier alone, on the split grid of H = 512, B = 32 (co-resident: tiny kernel)
-    count = torch.zeros(1, dtype=torch.int32, device=device)
+    count = torch.zeros(grid[0], dtype=torch.int32, device=device)
     n_bar = 256
 
     def barriers():

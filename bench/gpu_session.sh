@@ -26,7 +26,7 @@ if run gate; then
   GATE_WORKERS=16 timeout 240 python3 tests/compile_gate.py --json > "$OUT/gate.json" || status=1
   timeout 170 python3 bench/gate_crosscheck.py --seconds 110 --gate "$OUT/gate.json" --out "$OUT/crosscheck.json" > "$OUT/crosscheck.md" 2>&1 || status=1
   head -3 "$OUT/crosscheck.md"; grep -m 5 FAIL "$OUT/crosscheck.md"
-  timeout 160 python3 bench/stress.py --barrier --iters 3000 --seconds 130 --dtypes fp32,tf32,tf32x3,bf16,fp16 2>&1 | tee "$OUT/stress.log" | tail -5 || status=1
+  timeout 120 python3 bench/stress.py --barrier --iters 3000 --seconds 95 --dtypes fp32,tf32,tf32x3,bf16,fp16 2>&1 | tee "$OUT/stress.log" | tail -5 || status=1
 fi
 if run bench; then
   timeout 520 python3 bench/bench.py --out "$OUT" 2>&1 | tee "$OUT/bench.log" | tail -40 || status=1

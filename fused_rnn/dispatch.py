@@ -175,6 +175,21 @@ class KernelConfig:
         opt = [None if v == "None" else int(v) for v in (nwp, nwbp)]
         return cls(mode, int(bb), int(bh), int(bn), int(nw), prec, int(nwb), *opt, maxnreg, split_k == "True")
 
+    def problem(self) -> str | None:
+        """Why this config cannot be launched (a forced one can be anything), or None."""
+        if self.mode not in ("single", "split") or self.block_h < 16 or self.block_h & (self.block_h - 1):
+            return f"mode {self.mode!r} with block_h = {self.block_h}: expected 'single' or 'split', a power of 2 >= 16"
+        if self.split_k and self.mode == "split":
+            for backward in (False, True):
+                for persistent in (False, True):
+                    sk = self.launch_options(backward, persistent)["SK"]
+                    if self.block_h % sk or self.block_h // sk < 16:
+                        return (
+                            f"split_k with {sk} warps cuts block_h = {self.block_h} into slices under 16 "
+                            "(the smallest mma reduction): use at most block_h // 16 warps"
+                        )
+        return None
+
     def launch_options(self, backward: bool, persistent: bool) -> dict:
         """num_warps, maxnreg where set and the split kernels' SK of one kernel (`persistent`: grid-barrier kernel)."""
         w = self.num_warps_bwd if backward else self.num_warps

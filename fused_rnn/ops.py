@@ -289,6 +289,8 @@ def _scan_checked(u, weight_hh, h0, lengths, reverse, relu, backend, config, che
             raise ValueError(f"config: the triton backend cannot run this input: {reason}")
         if config.block_h < u.shape[2]:
             raise ValueError(f"config: block_h = {config.block_h} is smaller than H = {u.shape[2]}")
+        if (problem := config.problem()) is not None:
+            raise ValueError(f"config: {problem}")
         name = "triton"
     else:
         name = _choose_backend(u, backend)

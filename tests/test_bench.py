@@ -136,6 +136,7 @@ def test_precisions_and_the_tf32x3_setting(monkeypatch):
     assert runner.precisions(None, cpu) == ["ieee"]
     monkeypatch.delenv(TF32X3_ENV, raising=False)
     old = torch.get_float32_matmul_precision()
+    flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     try:
         assert runner.set_precision("tf32x3") == torch.float32
         assert os.environ[TF32X3_ENV] == "1" and torch.get_float32_matmul_precision() == "highest"
@@ -143,6 +144,7 @@ def test_precisions_and_the_tf32x3_setting(monkeypatch):
         assert TF32X3_ENV not in os.environ
     finally:
         torch.set_float32_matmul_precision(old)
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
 
 
 def test_gpu_only_scripts_say_so_without_a_gpu():

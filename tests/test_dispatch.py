@@ -230,12 +230,29 @@ def test_tf32x3_changes_only_the_dot_and_falls_back_to_ieee(cap):
 
 def test_ops_reads_the_tf32x3_option(monkeypatch, sm86):
     u = torch.empty(2, 3, 256)
-    torch.set_float32_matmul_precision("highest")
-    assert ops._config(u, "").dot_precision == "ieee"
-    monkeypatch.setenv("FUSED_RNN_TF32X3", "1")
-    assert ops._config(u, "").dot_precision == "tf32x3"
-    torch.set_float32_matmul_precision("high")
+    old = torch.get_float32_matmul_precision()
     try:
+        torch.set_float32_matmul_precision("highest")
+        assert ops._config(u, "").dot_precision == "ieee"
+        monkeypatch.setenv("FUSED_RNN_TF32X3", "1")
+        assert ops._config(u, "").dot_precision == "tf32x3"
+        torch.set_float32_matmul_precision("high")
         assert ops._config(u, "").dot_precision == "tf32"
     finally:
-        torch.set_float32_matmul_precision("highest")
+        torch.set_float32_matmul_precision(old)
+
+
+def test_forced_configs_are_checked_before_any_launch():
+    """config= can be anything: a block too small or a reduction cut under the mma's 16 is refused by name."""
+    for cap, dtype, prec, cfg in D.all_configs():
+        assert cfg.problem() is None, (cap, dtype, prec, cfg)
+    u, w = torch.randn(2, 3, 100), torch.randn(100, 100) / 10
+    small = D.KernelConfig("split", 16, 64, 16, 4, "ieee", 4)
+    with pytest.raises(ValueError, match="config: block_h = 64 is smaller than H = 100"):
+        ops.rnn_scan(u, w, config=small)
+    sliced = D.KernelConfig("split", 16, 128, 16, 16, "ieee", 8, split_k=True)  # 16 slices of 8
+    with pytest.raises(ValueError, match="config: split_k with 16 warps cuts block_h = 128 into slices under 16"):
+        ops.rnn_scan(u, w, config=sliced)
+    odd = D.KernelConfig("split", 16, 192, 16, 4, "ieee", 4)
+    with pytest.raises(ValueError, match="config: mode .split. with block_h = 192"):
+        ops.rnn_scan(u, w, config=odd)

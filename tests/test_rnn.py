@@ -13,6 +13,16 @@ from fused_rnn import FusedRNN
 INPUT_KINDS = ("batched", "unbatched", "packed-sorted", "packed-unsorted")
 
 
+@pytest.fixture(autouse=True)
+def _no_tf32():
+    """nn.RNN's float32 reference (cuDNN on a GPU) in true float32: cuDNN allows TF32 by default."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32, torch.get_float32_matmul_precision()
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved[:2]
+    torch.set_float32_matmul_precision(saved[2])
+
+
 def _configs(n: int = 16) -> list:
     """Random constructor arguments and input kinds, drawn once (the ids name them); inputs are fresh per run."""
     rng = random.Random(2026)
