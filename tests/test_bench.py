@@ -18,7 +18,7 @@ def _env() -> dict:
 
 def test_quick_benchmark(tmp_path):
     out = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "bench.py"), "--quick", "--out", str(tmp_path)],
+        [sys.executable, str(ROOT / "bench" / "bench.py"), "--quick", "--device", "cpu", "--out", str(tmp_path)],
         env=_env(),
         capture_output=True,
         text=True,
@@ -71,7 +71,7 @@ def test_without_matplotlib_the_plot_is_skipped(tmp_path):
         "from fused_rnn.bench.runner import main; "
         "raise SystemExit(main(sys.argv[1:]))"
     )
-    argv = ["--quick", "--B", "2", "--T", "3", "--H", "8", "--out", str(tmp_path)]
+    argv = ["--quick", "--device", "cpu", "--B", "2", "--T", "3", "--H", "8", "--out", str(tmp_path)]
     out = subprocess.run(
         [sys.executable, "-c", prelude, *argv], env=_env(), capture_output=True, text=True, timeout=300
     )

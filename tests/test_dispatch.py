@@ -242,7 +242,7 @@ def test_ops_reads_the_tf32x3_option(monkeypatch, sm86):
         torch.set_float32_matmul_precision(old)
 
 
-def test_forced_configs_are_checked_before_any_launch():
+def test_forced_configs_are_checked_before_any_launch(sm86):
     """config= can be anything: a block too small or a reduction cut under the mma's 16 is refused by name."""
     for cap, dtype, prec, cfg in D.all_configs():
         assert cfg.problem() is None, (cap, dtype, prec, cfg)

@@ -136,9 +136,10 @@ def test_empty_time_and_batch(device):
 
 
 @pytest.mark.parametrize("bad", [-1, 11])
-def test_tokens_out_of_range(bad, device, no_launch):
-    model = FusedCharRNN(11, 5, 8).to(device)
-    tokens = torch.randint(0, 11, (3, 4), device=device)
+def test_tokens_out_of_range(bad, no_launch):
+    """Checked on the host only (eager, CPU): on CUDA the gather's device-side assert fires, as nn.Embedding's."""
+    model = FusedCharRNN(11, 5, 8)
+    tokens = torch.randint(0, 11, (3, 4))
     tokens[1, 2] = bad
     with pytest.raises(IndexError, match=f"tokens: character index {bad} is outside \\[0, 11\\)"):
         model.forward_sequence(tokens)

@@ -66,7 +66,9 @@ def test_forward_is_last_position_of_forward_sequence(device):
     tokens = torch.randint(0, V, (4, 6), device=device)
     logp, hn = fused.forward_sequence(tokens)
     assert logp.shape == (4, 6, V) and hn.shape == (4, 20)
-    torch.testing.assert_close(fused(*tokens.t()), logp[:, -1], rtol=0, atol=0)
+    # bit-equal on the CPU; cuBLAS may pick another kernel for the (B, H) and (B * T, H) output layers
+    exact = device.type == "cpu"
+    torch.testing.assert_close(fused(*tokens.t()), logp[:, -1], rtol=0 if exact else 1e-6, atol=0 if exact else 1e-6)
     for t in range(6):  # every position is the many-to-one model on the prefix
         assert rel_err(logp[:, t], ref(*tokens[:, : t + 1].t())) <= TOL["fp32"]["fwd"]
     ref_logp, ref_hn = ref.forward_sequence(tokens)

@@ -4,6 +4,7 @@ import pytest
 import torch
 from helpers import DTYPES, TOL, make_inputs, reference_grads, rel_err, split_config
 
+import fused_rnn.launch
 import fused_rnn.ops as ops
 from fused_rnn import fused_recurrence
 from fused_rnn.dispatch import select_config
@@ -80,7 +81,11 @@ def test_largest_split_sizes(T, B, H, dtype, device, poison):
 def test_persistent_split_with_grid_barrier(T, B, H, device, poison, monkeypatch):
     monkeypatch.setenv("FUSED_RNN_GRID_BARRIER", "1")
     torch.set_float32_matmul_precision("highest")
+    ran = []  # the persistent kernels must have run, not the step kernels they fall back to
+    persistent = fused_rnn.launch._launch_persistent
+    monkeypatch.setattr(fused_rnn.launch, "_launch_persistent", lambda *a: ran.append(persistent(*a)) or ran[-1])
     check_all(T, B, H, "fp32", torch.float32, device)
+    assert ran == [True, True], ran  # forward and backward
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the interpreter ignores input_precision (GPU only)")

@@ -61,6 +61,30 @@ def nn_rnn_reference(u, w_hh, h0, lengths, reverse, nonlinearity, dout, dhn):
     return out, hn, [torch.zeros_like(x) if x.grad is None else x.grad for x in xs]  # None: never used
 
 
+def rounded_reference(u, w_hh, h0, lengths, reverse, nonlinearity):
+    """Forward outputs and h_n in float64 with the kernels' half-precision roundings, one row at a time.
+
+    The dot's operands are in the storage dtype (h_prev rounded to it, as a tensor-core dot takes
+    it) and every output is rounded to it; the rest is exact. A half-precision recurrence amplifies
+    those roundings (relu, which never saturates, most), so it is the reference the half kernels
+    are held to tightly; float64 itself stays a looser check.
+    """
+    T, B, H = u.shape
+    dtype = u.dtype
+    uu, ww, hh = (x.detach().cpu().double() for x in (u, w_hh, h0))
+    act = torch.relu if nonlinearity == "relu" else torch.tanh
+    out, hn = torch.zeros(T, B, H, dtype=torch.float64), torch.zeros(B, H, dtype=torch.float64)
+    for b in range(B):
+        n = T if lengths is None else int(lengths[b])
+        h = hh[b]
+        for i in range(n):
+            s = n - 1 - i if reverse else i
+            h = act(h.to(dtype).double() @ ww.t() + uu[s, b])
+            out[s, b] = h.to(dtype).double()
+        hn[b] = h.to(dtype).double()
+    return out, hn
+
+
 def check_scan(T, B, H, mode, dtype, device, reverse, with_lengths, nonlinearity, config=None):
     if B * H == 1 and dtype != torch.float32:
         pytest.skip("a single half-precision element")
@@ -77,8 +101,13 @@ def check_scan(T, B, H, mode, dtype, device, reverse, with_lengths, nonlinearity
     ((out * dout).sum() + (hn * dhn).sum()).backward()
     rout, rhn, rgrads = nn_rnn_reference(*xs, lengths, reverse, nonlinearity, dout, dhn)
     tol = TOL[mode]
-    assert rel_err(out, rout) <= tol["fwd"]
-    assert rel_err(hn, rhn) <= tol["fwd"]
+    if dtype == torch.float32:
+        assert rel_err(out, rout) <= tol["fwd"]
+        assert rel_err(hn, rhn) <= tol["fwd"]
+    else:  # tight against the kernels' own roundings, looser against float64 (their amplification)
+        eout, ehn = rounded_reference(*xs, lengths, reverse, nonlinearity)
+        assert rel_err(out, eout) <= tol["fwd"] / 4 and rel_err(hn, ehn) <= tol["fwd"] / 4
+        assert rel_err(out, rout) <= 2 * tol["fwd"] and rel_err(hn, rhn) <= 2 * tol["fwd"]
     if lengths is not None:  # exactly zero past each row's length, in the output and in du
         pad = torch.arange(T, device=device)[:, None] >= lengths[None, :]
         assert not out[pad].any() and not xs[0].grad[pad].any()
