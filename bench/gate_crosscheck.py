@@ -42,14 +42,7 @@ def _gate_module():
     return module
 
 
-KERNELS = [
-    "fused_recurrent_fwd_kernel",
-    "fused_recurrent_bwd_kernel",
-    "split_recurrent_fwd_kernel",
-    "split_recurrent_fwd_step_kernel",
-    "split_recurrent_bwd_kernel",
-    "split_recurrent_bwd_step_kernel",
-]
+KERNELS = K.__all__  # every jit kernel fused_rnn launches
 MODES = {"fp32": (torch.float32, "highest", False), "tf32": (torch.float32, "high", False)}
 MODES |= {"tf32x3": (torch.float32, "highest", True), "fp16": (torch.float16, "highest", False)}
 MODES |= {"bf16": (torch.bfloat16, "highest", False)}
