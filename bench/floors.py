@@ -87,6 +87,40 @@ def _per_step_us(B: int, H: int, dtype: torch.dtype, device: torch.device, barri
         os.environ.pop(GRID_BARRIER_ENV, None)
 
 
+def binder_cost_us(n: int = 2000) -> float | None:
+    """Host time of the JIT's per-call work before a launch (binding and specialising the split step
+    kernel's real arguments, then its cache-key lookup), measured on the CPU for an sm_90 target: the
+    work step mode's direct launches skip. None where this Triton has no such binder."""
+    try:
+        from triton.backends import backends
+        from triton.backends.compiler import GPUTarget
+        from triton.runtime.jit import JITFunction, compute_cache_key, create_function_from_signature
+
+        step = launch.K.split_recurrent_fwd_step_kernel
+        if not isinstance(step, JITFunction):  # the interpreter's stand-in: build the compiled-mode function
+            step = JITFunction(step.fn, do_not_specialize=["i", "T"])
+        target = GPUTarget("cuda", 90, 32)
+        backend = backends["nvidia"].compiler(target)
+        binder = create_function_from_signature(step.signature, step.params, backend)
+    except Exception:  # noqa: BLE001 - another Triton: nothing to measure
+        return None
+    T, B, H = 8, 32, 512
+    u, w, h0 = (torch.empty(T, B, H), torch.empty(H, H), torch.empty(B, H))
+    meta = dict(BB=16, BK=512, BN=16, SK=8, DOT_PRECISION="tf32", RELU=False, REVERSE=False, HAS_LENGTHS=False)
+    cache: dict = {}
+
+    def one() -> None:
+        bound, spec, options = binder(u, w, h0, h0, u, h0, 0, T, B, H, **meta, num_warps=8)
+        compute_cache_key(cache, spec, options)
+
+    for _ in range(100):
+        one()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        one()
+    return (time.perf_counter() - t0) / n * 1e6
+
+
 def measure(device: torch.device) -> dict:
     torch.set_float32_matmul_precision("high")  # TF32 dots: the kernels' fastest float32 path
     out: dict = dict(device=torch.cuda.get_device_name(device), torch=torch.__version__, triton=triton.__version__)
@@ -108,7 +142,19 @@ def measure(device: torch.device) -> dict:
     def one_launch():
         step[grid](u, wt, h0, h0, hs, hn, 0, T, B, H, **meta)
 
-    out["host_step_launch_us"] = _host_us(one_launch)
+    out["host_step_launch_us"] = _host_us(one_launch)  # through the JIT: binder, specialisation, cache lookup
+    # the same launch through the compiled kernel, as step mode's loop now makes all but its first
+    compiled = step[grid](u, wt, h0, h0, hs, hn, 0, T, B, H, **meta)
+    names = step.arg_names
+    values = dict(zip(names, (u, wt, h0, h0, hs, hn, 0, T, B, H), strict=False)) | meta
+    bound = [values[n] if n in values else p.default for n, p in zip(names, step.params, strict=True)]
+    stream = torch.cuda.current_stream().cuda_stream
+    run, fn, packed = compiled.run, compiled.function, compiled.packed_metadata
+
+    def direct_launch():
+        run(grid[0], grid[1], 1, stream, fn, packed, None, None, None, *bound)
+
+    out["host_step_launch_direct_us"] = _host_us(direct_launch)
     u1, w1, h01 = _inputs(1, B, H, torch.float32, device)
     out["host_rnn_scan_T1_us"] = _host_us(lambda: rnn_scan(u1, w1, h01, backend="triton"), n=500)
 

@@ -101,13 +101,11 @@ def _libcuda():
     return ctypes.CDLL("libcuda.so.1")
 
 
-def _persistent_fits(kernel, args: tuple, kwargs: dict, grid: tuple[int, int], device: torch.device) -> bool:
-    """Whether every program of `grid` can be resident at once (a spin barrier needs that).
-
-    Asks the driver (cuOccupancyMaxActiveBlocksPerMultiprocessor on the compiled kernel,
-    its block size and dynamic shared memory), which counts the register allocation
-    granularity and the shared memory the driver reserves per block.
-    """
+def _blocks_per_sm(kernel, args: tuple, kwargs: dict, grid: tuple[int, int]) -> int:
+    """How many programs of `kernel` one SM holds at once, from the driver
+    (cuOccupancyMaxActiveBlocksPerMultiprocessor on the compiled kernel, its block size and
+    dynamic shared memory: it counts the register allocation granularity and the shared memory
+    the driver reserves per block); 0 when the driver cannot say."""
     compiled = kernel.warmup(*args, grid=grid, **kwargs)
     compiled._init_handles()
     blocks = ctypes.c_int(0)
@@ -117,9 +115,28 @@ def _persistent_fits(kernel, args: tuple, kwargs: dict, grid: tuple[int, int], d
         ctypes.c_int(32 * compiled.metadata.num_warps),
         ctypes.c_size_t(compiled.metadata.shared),
     )
-    if err != 0:
-        return False
-    return grid[0] * grid[1] <= blocks.value * device_key(device)[1]
+    return blocks.value if err == 0 else 0
+
+
+#: (kernel, its constexprs and options, device index) -> programs per SM: the fit check runs
+#: the compile-cache lookup and the occupancy query once per config and device, not per launch
+_BLOCKS_PER_SM: dict[tuple, int] = {}
+
+
+def _persistent_fits(kernel, args: tuple, kwargs: dict, grid: tuple[int, int], device: torch.device) -> bool:
+    """Whether every program of `grid` can be resident at once (a spin barrier needs that).
+
+    The occupancy is the same for every launch of one config on one device (the argument
+    specialisations it could vary with are B = 1 and alignment, which do not change a
+    program's registers or shared memory in the gate's builds); should one ever differ,
+    the cooperative launch makes the driver refuse a grid that cannot be co-resident, and
+    `_launch_persistent` falls back to step mode.
+    """
+    key = (kernel.fn.__name__, tuple(sorted(kwargs.items())), device.index)
+    blocks = _BLOCKS_PER_SM.get(key)
+    if blocks is None:
+        blocks = _BLOCKS_PER_SM[key] = _blocks_per_sm(kernel, args, kwargs, grid)
+    return grid[0] * grid[1] <= blocks * device_key(device)[1]
 
 
 def _launch_persistent(kernel, grid: tuple[int, int], args: tuple, kwargs: dict, device: torch.device) -> bool:
@@ -140,6 +157,48 @@ def _launch_persistent(kernel, grid: tuple[int, int], args: tuple, kwargs: dict,
 
 
 _refused: set[tuple] = set()
+
+
+def _no_launch_hooks() -> bool:
+    """Whether no profiler hooks into launches (Triton 3.6 keeps them in HookChains, empty by default)."""
+    hooks = (triton.knobs.runtime.launch_enter_hook, triton.knobs.runtime.launch_exit_hook)
+    return all(h is None or not getattr(h, "calls", True) for h in hooks)
+
+
+def _launch_steps(kernel, grid: tuple[int, int], args: tuple, meta: dict, steps: int, step_arg: str = "i") -> None:
+    """Launch `kernel` on `grid` once per step s = 0 .. steps - 1, passing s as `step_arg`.
+
+    The first launch goes through the JIT (which compiles or finds the kernel and binds the
+    arguments); on CUDA the others call that compiled kernel directly with the same bound
+    arguments and only the step changed, skipping the JIT's per-call binder, specialisation
+    and cache lookup (`step_arg` is in the kernel's do_not_specialize, so every step runs the
+    very same binary). Launch hooks (profilers) keep the JIT path for every launch.
+    """
+    names = kernel.arg_names
+    pos = names.index(step_arg)
+    call_args = list(args)
+    call_args[pos] = 0
+    compiled = kernel[grid](*call_args, **meta)
+    direct = (
+        steps > 1
+        and not INTERPRETED
+        and hasattr(compiled, "packed_metadata")
+        and _no_launch_hooks()
+    )
+    if not direct:
+        for s in range(1, steps):
+            call_args[pos] = s
+            kernel[grid](*call_args, **meta)
+        return
+    # every parameter in signature order (constexprs and defaults included), as the JIT passes them
+    values = dict(zip(names, call_args, strict=False)) | {k: v for k, v in meta.items() if k in names}
+    bound = [values[n] if n in values else p.default for n, p in zip(names, kernel.params, strict=True)]
+    run, function, packed = compiled.run, compiled.function, compiled.packed_metadata
+    stream = torch.cuda.current_stream().cuda_stream
+    g0, g1 = grid
+    for s in range(1, steps):
+        bound[pos] = s
+        run(g0, g1, 1, stream, function, packed, None, None, None, *bound)
 
 
 def _guard(device: torch.device):
@@ -182,8 +241,7 @@ def forward(
             if _launch_persistent(K.split_recurrent_fwd_kernel, grid, args, kw, u.device):
                 return hs, hn
         meta.update(cfg.launch_options(backward=False, persistent=False))  # built once, not per launch
-        for i in range(T):
-            K.split_recurrent_fwd_step_kernel[grid](u, wt, h0, lengths_arg, hs, hn, i, T, B, H, **meta)
+        _launch_steps(K.split_recurrent_fwd_step_kernel, grid, (u, wt, h0, lengths_arg, hs, hn, 0, T, B, H), meta, T)
     return hs, hn
 
 
@@ -230,8 +288,7 @@ def backward(
         # dh of the previous launch's step, for rows that pass it through (lengths only)
         dh = torch.empty(B, H, dtype=torch.float32, device=hs.device) if lengths is not None else da
         meta.update(cfg.launch_options(backward=True, persistent=False))
-        for i in range(T + 1):  # launch i finishes step i - 1 and runs step i
-            K.split_recurrent_bwd_step_kernel[grid](
-                weight, hs, dhs_arg, dhn_arg, lengths_arg, dh, da, dh0, i, T, B, H, **meta
-            )  # fmt: skip
+        # launch i finishes step i - 1 and runs step i
+        args = (weight, hs, dhs_arg, dhn_arg, lengths_arg, dh, da, dh0, 0, T, B, H)
+        _launch_steps(K.split_recurrent_bwd_step_kernel, grid, args, meta, T + 1)
     return da, dh0

@@ -153,7 +153,7 @@ def test_gpu_only_scripts_say_so_without_a_gpu():
     import torch
 
     if torch.cuda.is_available():
-        pytest.skip("a GPU is present: bench/gpu_session.sh runs them")
+        pytest.skip("a GPU is present: bench/gpu_run.sh runs them")
     for script, extra in (("floors.py", []), ("gate_crosscheck.py", ["--gate", os.devnull])):
         out = subprocess.run(
             [sys.executable, str(ROOT / "bench" / script), *extra], env=_env(), capture_output=True, text=True

@@ -1,0 +1,1010 @@
+"""One prepared GPU run: every check and measurement a short GPU lease allows, in phases.
+
+    bash bench/gpu_run.sh                  # on the GPU machine: installs the package offline, then this
+    python bench/gpu_run.py [--out DIR] [--budget SECONDS] [--phases a,b,...]
+    python bench/gpu_run.py --smoke --out DIR   # the same phases on the CPU (interpreter, tiny shapes)
+
+Phases, in order, each in its own process under its own timeout (a hang or a crash loses that
+phase's unfinished point, never what came before it):
+
+  a env          nvidia-smi, versions, clocks, Triton's identity (version, libtriton/source hash, ptxas)
+  b warmup       compiles every kernel specialisation the later phases launch, in a process pool over
+                 the cores (T is not specialised, so T = 2 builds what T = 1024 runs)
+  c correctness  every specialisation the timing phase times, plus ragged lengths and reverse, against
+                 float64 at the suite's tolerances with NaN-poisoned outputs; persistent mode twice,
+                 bitwise equal
+  d timing       FusedRNN against nn.RNN (cuDNN) with the same weights, forward and forward + backward,
+                 do_bench medians with p20 / p80, every kernel mode side by side, cuDNN's algorithm per
+                 point, then the per-step floors (bench/floors.py)
+  e flashrnn     FlashRNN's Elman ("cuda_fused") at the same points, where it can be had (see there)
+  f tests        the CUDA-only tests, then as much of the suite as the budget leaves
+
+Every record is appended to DIR/points.jsonl as it is made; after each phase the parent rewrites
+DIR/results.json and DIR/results.md (atomically), and at the end DIR/results.png. The run writes
+at most 7 files, all at the top level of DIR: log.txt, points.jsonl, results.json, results.md,
+results.png, pytest.txt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+FILES = ("log.txt", "points.jsonl", "results.json", "results.md", "results.png", "pytest.txt")
+PHASES = ("env", "warmup", "correctness", "timing", "flashrnn", "tests")
+#: seconds per phase on the card (the parent also stops every phase at the overall budget)
+TIMEOUTS = {"env": 30, "warmup": 110, "correctness": 80, "timing": 170, "flashrnn": 75, "tests": 300}
+SMOKE_TIMEOUTS = {"env": 30, "warmup": 90, "correctness": 100, "timing": 90, "flashrnn": 20, "tests": 60}
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+#: the mode each dtype's tolerance row and matmul settings come from
+FLASHRNN_JIT_SECONDS = 60
+
+
+# --------------------------------------------------------------------------- the grid
+
+
+@dataclass(frozen=True)
+class Point:
+    """One timed shape: B rows, T steps, hidden size H, at precision `prec` (fp32 = IEEE, tf32, bf16, fp16)."""
+
+    B: int
+    T: int
+    H: int
+    prec: str
+
+    @property
+    def spec(self) -> tuple[int, int, str]:
+        """What selects the kernels and their specialisation: T is not specialised (do_not_specialize)."""
+        return (self.B, self.H, self.prec)
+
+
+def timing_grid(smoke: bool) -> list[Point]:
+    """The timing phase's points (the issue's grid on a card; a tiny one in the interpreter)."""
+    if smoke:  # one single-program and one split size, a B = 1 class, a second T (the same kernels)
+        return [Point(16, 4, 32, "fp32"), Point(16, 4, 32, "bf16"), Point(16, 2, 160, "bf16"),
+                Point(1, 2, 160, "bf16"), Point(16, 3, 160, "bf16")]  # fmt: skip
+    pts = [Point(16, 1024, H, p) for H in (128, 256, 768, 1024) for p in PRECISIONS]
+    pts += [Point(16, 1024, 2048, p) for p in ("bf16", "fp16")]
+    pts += [Point(B, 1024, 768, "bf16") for B in (1, 4, 64, 256)]
+    pts += [Point(16, T, 768, "bf16") for T in (64, 256, 2048)]
+    return pts
+
+
+def kernel_modes(H: int, cuda: bool) -> dict[str, str | None]:
+    """Each kernel mode of a hidden size and why it cannot run here (None: it runs).
+
+    single: one program per 16 rows (H <= 128). step: the split kernels, one launch per step.
+    persistent: the split kernels in one cooperative launch with a grid barrier. graph: the step
+    mode captured in a CUDA graph.
+    """
+    from fused_rnn.dispatch import SINGLE_MAX_H
+
+    if H <= SINGLE_MAX_H:
+        return {"single": None}
+    return {
+        "step": None,
+        "persistent": None if cuda else "CUDA only: a spin barrier deadlocks the interpreter",
+        "graph": None if cuda else "CUDA only",
+    }
+
+
+def timed_specs(smoke: bool, cuda: bool) -> set[tuple]:
+    """(B, H, prec, mode) of every kernel launch the timing phase makes."""
+    return {p.spec + (m,) for p in timing_grid(smoke) for m, why in kernel_modes(p.H, cuda).items() if why is None}
+
+
+def extra_checks(smoke: bool) -> list[tuple[Point, str]]:
+    """Ragged lengths and reverse (a bidirectional FusedRNN on a PackedSequence), per mode."""
+    pts = [Point(17, 4, 100, "fp32"), Point(17, 3, 160, "bf16")] if smoke else [
+        Point(17, 64, 100, "fp32"), Point(16, 64, 768, "bf16"), Point(33, 64, 1024, "tf32"), Point(16, 64, 2048, "fp16")
+    ]  # fmt: skip
+    return [(p, "packed_bidirectional") for p in pts]
+
+
+def checked_specs(smoke: bool, cuda: bool) -> set[tuple]:
+    """(B, H, prec, mode) the correctness phase checks: every timed one (the extras come on top)."""
+    return {p.spec + (m,) for p, m in correctness_items(smoke, cuda) if m in ("single", "step", "persistent", "graph")}
+
+
+def correctness_items(smoke: bool, cuda: bool) -> list[tuple[Point, str]]:
+    """What the correctness phase runs, in order: one short-T point per timed specialisation and mode,
+    then the extras."""
+    seen: dict[tuple, tuple[Point, str]] = {}
+    for p in timing_grid(smoke):
+        for m, why in kernel_modes(p.H, cuda).items():
+            if why is None:
+                seen.setdefault(p.spec + (m,), (Point(p.B, min(p.T, 64), p.H, p.prec), m))
+    return list(seen.values()) + extra_checks(smoke)
+
+
+# --------------------------------------------------------------------------- records and files
+
+
+def _append(out: Path, record: dict) -> None:
+    """One JSON line appended and flushed to disk at once, so a crash keeps it."""
+    record = dict(record, t=round(time.time(), 3))
+    with open(out / "points.jsonl", "a") as f:
+        f.write(json.dumps(record, default=str) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _atomic_write(path: Path, data: bytes | str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def read_records(out: Path) -> list[dict]:
+    path = out / "points.jsonl"
+    if not path.exists():
+        return []
+    recs = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(json.JSONDecodeError):  # a line cut by a kill is dropped, the rest kept
+            recs.append(json.loads(line))
+    return recs
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# --------------------------------------------------------------------------- cuDNN's choice
+
+
+def cudnn_algorithm(
+    B: int, T: int, H: int, dtype_name: str, forward: bool, *, input_size: int | None = None, layers: int = 1,
+    bidirectional: bool = False, packed: bool = False, capability: tuple[int, int] = (9, 0), sm_count: int = 132,
+) -> str:  # fmt: skip
+    """The cuDNN RNN algorithm PyTorch picks for an Elman RNN (``get_algo`` in ATen's cudnn/RNN.cpp):
+
+    packed input -> STANDARD; otherwise, non-double with H <= 384 forward / H <= 256 backward ->
+    PERSIST_STATIC_SMALL_H; fp16 with 1 layer, one direction, H <= 1024, H % 128 == 0,
+    input % 128 == 0, B % 8 == 0, B <= 128, (B < 96 or H < 896), on sm_8x (not 8.6) and
+    later with >= 98 SMs -> PERSIST_STATIC; else STANDARD. (T does not enter for sm_8x+.)
+    """
+    input_size = H if input_size is None else input_size
+    if packed:
+        return "STANDARD"
+    if dtype_name != "fp64" and capability[0] >= 6 and H <= (384 if forward else 256):
+        return "PERSIST_STATIC_SMALL_H"
+    if dtype_name == "fp16":
+        common = layers == 1 and H <= 1024 and not bidirectional and H % 128 == 0 and input_size % 128 == 0
+        device = capability[0] >= 8 and sm_count >= 98 and capability[1] != 6
+        device = device and B % 8 == 0 and B <= 128 and (B < 96 or H < 896)
+        if common and device:
+            return "PERSIST_STATIC"
+    return "STANDARD"
+
+
+# --------------------------------------------------------------------------- phase a: environment
+
+
+def _run_text(cmd: list[str], timeout: float = 15) -> str:
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        return (r.stdout + r.stderr).strip()
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unavailable: {type(exc).__name__}: {exc}"
+
+
+def triton_identity() -> dict:
+    """What Triton's cache keys hold besides the kernel: its version, the hash of its sources and
+    libtriton (`triton_key`, which differs per Python version), and the ptxas version."""
+    import triton
+
+    ident: dict = {"triton": triton.__version__, "python": platform.python_version()}
+    try:
+        from triton.runtime.cache import triton_key
+
+        ident["triton_key"] = __import__("hashlib").sha256(triton_key().encode()).hexdigest()[:16]
+    except Exception as exc:  # noqa: BLE001 - reported, not fatal
+        ident["triton_key"] = f"unavailable: {exc}"
+    try:
+        from triton.backends.nvidia.compiler import get_ptxas_version
+
+        ident["ptxas"] = str(get_ptxas_version())
+    except Exception as exc:  # noqa: BLE001
+        ident["ptxas"] = f"unavailable: {type(exc).__name__}"
+    return ident
+
+
+def phase_env(out: Path, smoke: bool) -> None:
+    import torch
+
+    import fused_rnn
+
+    rec: dict = {"phase": "env", "smoke": smoke, "python": sys.version.split()[0], "torch": torch.__version__}
+    rec["fused_rnn"] = fused_rnn.__version__
+    rec["git"] = _run_text(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    rec["cuda"] = torch.cuda.is_available()
+    rec["cpu_count"] = os.cpu_count()
+    rec["triton_identity"] = triton_identity()
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        rec.update(device=props.name, capability=f"{props.major}.{props.minor}", sms=props.multi_processor_count)
+        rec["cudnn"] = torch.backends.cudnn.version()
+        rec["nvidia_smi"] = _run_text(["nvidia-smi"])
+        rec["clocks"] = _run_text(["nvidia-smi", "-q", "-d", "CLOCK"])
+    else:
+        rec.update(device=f"cpu ({platform.processor() or platform.machine()})", interpreted=True)
+    cache = os.environ.get("FUSED_RNN_TRITON_CACHE_IDENTITY")
+    if cache and Path(cache).exists():
+        carried = json.loads(Path(cache).read_text())
+        rec["carried_cache"] = carried
+        rec["carried_cache_matches"] = all(carried.get(k) == rec["triton_identity"].get(k) for k in carried)
+    else:
+        rec["carried_cache"] = "none carried: the warm-up compiles in a process pool"
+    _append(out, rec)
+    log(f"env: {rec['device']}, torch {rec['torch']}, triton {rec['triton_identity']['triton']}")
+
+
+# --------------------------------------------------------------------------- shared set-up
+
+
+@contextlib.contextmanager
+def precision_mode(prec: str):
+    """Matched precision on both sides: fp32 = IEEE everywhere (no TF32 in cuDNN or cuBLAS), tf32 = TF32
+    allowed everywhere; bf16 / fp16 leave float32 alone."""
+    import torch
+
+    saved = (
+        torch.get_float32_matmul_precision(),
+        torch.backends.cudnn.allow_tf32,
+        torch.backends.cuda.matmul.allow_tf32,
+    )
+    tf32 = prec == "tf32"
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(saved[0])
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved[1], saved[2]
+
+
+@contextlib.contextmanager
+def kernel_mode(mode: str):
+    """The environment that makes FusedRNN run `mode` (persistent: the grid-barrier kernels)."""
+    from fused_rnn.launch import GRID_BARRIER_ENV
+
+    saved = os.environ.get(GRID_BARRIER_ENV)
+    os.environ[GRID_BARRIER_ENV] = "1" if mode == "persistent" else "0"
+    try:
+        yield
+    finally:
+        os.environ.pop(GRID_BARRIER_ENV, None)
+        if saved is not None:
+            os.environ[GRID_BARRIER_ENV] = saved
+
+
+def dtype_of(prec: str):
+    import torch
+
+    return {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[prec]
+
+
+def device():
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def modules(H: int, prec: str, dev, *, layers: int = 1, bidirectional: bool = False):
+    """A FusedRNN (backend triton) and an nn.RNN with the same weights, in the point's dtype."""
+    import torch
+
+    from fused_rnn import FusedRNN
+
+    fused = FusedRNN(H, H, layers, bidirectional=bidirectional, backend="triton", device=dev, dtype=dtype_of(prec))
+    ref = torch.nn.RNN(H, H, layers, bidirectional=bidirectional, device=dev, dtype=dtype_of(prec))
+    ref.load_state_dict(fused.state_dict())
+    return fused, ref
+
+
+# --------------------------------------------------------------------------- phase b: warm-up
+
+
+def _warm_one(item: tuple) -> tuple[str, float, str | None]:
+    """Run one (point, mode) forward and backward at T = 2 so its kernels are compiled into the cache."""
+    p, mode = Point(*item[0]), item[1]
+    t0 = time.perf_counter()
+    try:
+        import torch
+
+        dev = device()
+        with precision_mode(p.prec), kernel_mode("step" if mode == "graph" else mode):
+            bidir = mode == "packed_bidirectional"
+            fused, _ = modules(p.H, p.prec, dev, bidirectional=bidir)
+            x = torch.randn(2, p.B, p.H, device=dev, dtype=dtype_of(p.prec), requires_grad=True)
+            if bidir:
+                lengths = torch.tensor([2] + [1] * (p.B - 1))
+                x = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
+            out, hn = fused(x)
+            out = out.data if bidir else out
+            (out.float().sum() + hn.float().sum()).backward()
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+        return f"{p}/{mode}", time.perf_counter() - t0, None
+    except Exception as exc:  # noqa: BLE001 - reported per item
+        return f"{p}/{mode}", time.perf_counter() - t0, f"{type(exc).__name__}: {exc}"
+
+
+def phase_warmup(out: Path, smoke: bool) -> None:
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch
+
+    cuda = torch.cuda.is_available()
+    items = [(tuple(asdict(p).values()), m) for p, m in correctness_items(smoke, cuda)]
+    if smoke:  # the interpreter compiles nothing: rehearse the pool on the first few
+        items = items[:3]
+    workers = max(1, min(len(items), (os.cpu_count() or 2) if cuda else 2, 16))
+    t0 = time.perf_counter()
+    errors = []
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        for name, _secs, err in pool.map(_warm_one, items):
+            if err:
+                errors.append(f"{name}: {err}")
+                log(f"warmup: {name} failed: {err}")
+    wall = time.perf_counter() - t0
+    _append(out, {"phase": "warmup", "items": len(items), "workers": workers, "seconds": round(wall, 1),
+                  "errors": errors, "interpreted": not cuda})  # fmt: skip
+    log(f"warmup: {len(items)} specialisations on {workers} processes in {wall:.1f} s, {len(errors)} errors")
+
+
+# --------------------------------------------------------------------------- phase c: correctness
+
+
+def _tolerance(prec: str) -> dict:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from helpers import TOL
+
+    return TOL[dtype_of(prec) if prec in ("bf16", "fp16") else prec]
+
+
+def _rel(got, ref) -> float:
+    import torch
+
+    if torch.isnan(got).any():
+        return math.inf  # an unwritten (NaN-poisoned) element
+    got, ref = got.detach().double(), ref.detach().double()
+    return float((got - ref).norm() / ref.norm().clamp_min(1e-30))
+
+
+def check_point(p: Point, mode: str, dev) -> dict:
+    """FusedRNN (so rnn_scan and its kernels) against nn.RNN in float64, forward and every gradient."""
+    import torch
+
+    import fused_rnn.launch as launch
+
+    bidir = mode == "packed_bidirectional"
+    dtype = dtype_of(p.prec)
+    fused, _ = modules(p.H, p.prec, dev, bidirectional=bidir)
+    ref = torch.nn.RNN(p.H, p.H, bidirectional=bidir, device=dev, dtype=torch.float64)
+    ref.load_state_dict({k: v.double() for k, v in fused.state_dict().items()})
+    D = 2 if bidir else 1
+    x = torch.randn(p.T, p.B, p.H, device=dev).to(dtype)
+    h0 = (torch.randn(D, p.B, p.H, device=dev) * 0.5).to(dtype)
+    gout = torch.randn(p.T, p.B, D * p.H, device=dev).to(dtype)
+    ghn = torch.randn(D, p.B, p.H, device=dev).to(dtype)
+    lengths = torch.randint(1, p.T + 1, (p.B,)) if bidir else None
+    if lengths is not None:
+        lengths[0] = p.T
+
+    def run(module, xx, hh, graph: bool = False):
+        xx = xx.detach().clone().requires_grad_()
+        hh = hh.detach().clone().requires_grad_()
+        inp = xx
+        if lengths is not None:
+            inp = torch.nn.utils.rnn.pack_padded_sequence(xx, lengths, enforce_sorted=False)
+        if graph:
+            module = torch.cuda.make_graphed_callables(module, (inp, hh))
+        o, hn = module(inp, hh)
+        if lengths is not None:
+            o, _ = torch.nn.utils.rnn.pad_packed_sequence(o, total_length=p.T)
+        torch.autograd.backward([o, hn], [gout.to(o.dtype), ghn.to(hn.dtype)])
+        grads = [xx.grad, hh.grad] + [w.grad for w in module.parameters()] if not graph else [xx.grad, hh.grad]
+        return [o, hn] + grads
+
+    names = ["output", "h_n", "d input", "d h0"] + [n for n, _ in fused.named_parameters()]
+    launch.POISON = True
+    try:
+        with precision_mode(p.prec), kernel_mode("step" if mode == "graph" else mode):
+            got = run(fused, x, h0)
+            if mode == "persistent":
+                for w in fused.parameters():
+                    w.grad = None
+                again = run(fused, x, h0)
+                repeat = all(torch.equal(a, b) for a, b in zip(got, again, strict=True))
+            if mode == "graph":
+                graphed = run(fused, x, h0, graph=True)
+    finally:
+        launch.POISON = False
+    want = run(ref, x.double(), h0.double())
+    tol = _tolerance(p.prec)
+    errs = {n: _rel(g, w) for n, g, w in zip(names, got, want, strict=True)}
+    rec = {"errors": {k: float(f"{v:.3e}") for k, v in errs.items()}}
+    bad = [n for n, e in errs.items() if not e <= tol["fwd" if n in ("output", "h_n") else "bwd"]]
+    if mode == "persistent":
+        rec["bitwise_repeat"] = repeat
+        if not repeat:
+            bad.append("persistent run not bitwise repeatable")
+    if mode == "graph":
+        rec["graph_equals_eager"] = all(torch.equal(a, b) for a, b in zip(graphed, got[:4], strict=False))
+        if not rec["graph_equals_eager"]:
+            bad.append("CUDA-graph replay differs from eager")
+    rec.update(ok=not bad, failed=bad, tolerance=tol)
+    return rec
+
+
+def phase_correctness(out: Path, smoke: bool) -> None:
+    import torch
+
+    dev = device()
+    items = correctness_items(smoke, dev.type == "cuda")
+    n_bad = 0
+    for i, (p, mode) in enumerate(items):
+        t0 = time.perf_counter()
+        try:
+            rec = check_point(p, mode, dev)
+        except Exception as exc:  # noqa: BLE001 - a failure is a result
+            rec = {"ok": False, "failed": [f"{type(exc).__name__}: {exc}"]}
+        rec.update(phase="correctness", point=asdict(p), mode=mode, seconds=round(time.perf_counter() - t0, 2))
+        _append(out, rec)
+        n_bad += not rec["ok"]
+        log(f"correctness {i + 1}/{len(items)} {p} {mode}: {'ok' if rec['ok'] else 'FAIL ' + str(rec['failed'])}")
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+    log(f"correctness: {len(items) - n_bad} of {len(items)} passed")
+
+
+# --------------------------------------------------------------------------- phase d: timing
+
+
+def bench_ms(fn, smoke: bool) -> tuple[float, float, float]:
+    """(median, p20, p80) in ms: triton.testing.do_bench on CUDA, the host clock in the interpreter."""
+    import torch
+
+    if torch.cuda.is_available():
+        import triton.testing
+
+        q = triton.testing.do_bench(fn, warmup=25, rep=100, quantiles=[0.5, 0.2, 0.8])
+        return float(q[0]), float(q[1]), float(q[2])
+    fn()
+    times = []
+    for _ in range(2 if smoke else 10):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    times.sort()
+    q = lambda f: times[min(len(times) - 1, int(f * len(times)))]  # noqa: E731
+    return q(0.5), q(0.2), q(0.8)
+
+
+def _timed_fns(module, x, gout, graph: bool):
+    """forward and forward + backward closures of `module` on x (T, B, H) with output gradient gout."""
+    import torch
+
+    if graph:
+        with torch.no_grad():
+            module(x)  # built before capture
+            torch.cuda.synchronize()
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g):
+                module(x)
+        xg = x.detach().clone().requires_grad_()
+        graphed = torch.cuda.make_graphed_callables(module, (xg,))
+
+        def fwdbwd_g():
+            o, _ = graphed(xg)
+            o.backward(gout)
+
+        return g.replay, fwdbwd_g
+
+    def fwd():
+        with torch.no_grad():
+            module(x)
+
+    xr = x.detach().clone().requires_grad_()
+
+    def fwdbwd():
+        o, _ = module(xr)
+        o.backward(gout)
+
+    return fwd, fwdbwd
+
+
+def time_point(p: Point, dev, smoke: bool, cap: tuple[int, int], sms: int) -> list[dict]:
+    import torch
+
+    recs = []
+    fused, ref = modules(p.H, p.prec, dev)
+    dtype = dtype_of(p.prec)
+    x = torch.randn(p.T, p.B, p.H, device=dev).to(dtype)
+    gout = torch.randn(p.T, p.B, p.H, device=dev).to(dtype)
+    flop = 2 * p.B * p.H * p.H * p.T  # one pass of the recurrence; forward + backward counts 3
+    algo = dict(
+        forward=cudnn_algorithm(p.B, p.T, p.H, p.prec, True, capability=cap, sm_count=sms),
+        backward=cudnn_algorithm(p.B, p.T, p.H, p.prec, False, capability=cap, sm_count=sms),
+    )
+    with precision_mode(p.prec):
+        base = {}
+        fwd, fwdbwd = _timed_fns(ref, x, gout, graph=False)
+        base["fwd"], base["fwdbwd"] = bench_ms(fwd, smoke), bench_ms(fwdbwd, smoke)
+        for mode, why in kernel_modes(p.H, dev.type == "cuda").items():
+            rec = {"phase": "timing", "point": asdict(p), "mode": mode, "cudnn_algorithm": algo,
+                   "baseline": "nn.RNN (cuDNN)" if dev.type == "cuda" else "nn.RNN (CPU)"}  # fmt: skip
+            if why is not None:
+                recs.append(dict(rec, skipped=why))
+                continue
+            try:
+                with kernel_mode("step" if mode == "graph" else mode):
+                    fwd, fwdbwd = _timed_fns(fused, x, gout, graph=mode == "graph")
+                    ours = {"fwd": bench_ms(fwd, smoke), "fwdbwd": bench_ms(fwdbwd, smoke)}
+            except Exception as exc:  # noqa: BLE001 - a mode that cannot run is a result
+                recs.append(dict(rec, skipped=f"{type(exc).__name__}: {exc}"))
+                continue
+            for kind, passes in (("fwd", 1), ("fwdbwd", 3)):
+                ms, p20, p80 = ours[kind]
+                bms = base[kind][0]
+                rec[kind] = {
+                    "ms": ms, "p20": p20, "p80": p80, "us_per_step": ms * 1e3 / p.T,
+                    "tflops": passes * flop / (ms * 1e-3) / 1e12,
+                    "baseline_ms": bms, "baseline_p20": base[kind][1], "baseline_p80": base[kind][2],
+                    "baseline_us_per_step": bms * 1e3 / p.T, "speedup": bms / ms,
+                }  # fmt: skip
+            recs.append(rec)
+    return recs
+
+
+def phase_timing(out: Path, smoke: bool) -> None:
+    import torch
+
+    dev = device()
+    cuda = dev.type == "cuda"
+    cap, sms = (9, 0), 132  # the interpreter: sm_90's table, an H200's SMs
+    if cuda:
+        cap, sms = torch.cuda.get_device_capability(), torch.cuda.get_device_properties(0).multi_processor_count
+    pts = timing_grid(smoke)
+    for i, p in enumerate(pts):
+        t0 = time.perf_counter()
+        try:
+            recs = time_point(p, dev, smoke, cap, sms)
+        except Exception as exc:  # noqa: BLE001
+            recs = [{"phase": "timing", "point": asdict(p), "error": f"{type(exc).__name__}: {exc}"}]
+        for r in recs:
+            _append(out, r)
+        best = [r["fwdbwd"]["speedup"] for r in recs if "fwdbwd" in r]
+        log(f"timing {i + 1}/{len(pts)} {p}: fwd+bwd {max(best):.2f}x nn.RNN (best mode), "
+            f"{time.perf_counter() - t0:.1f} s" if best else f"timing {i + 1}/{len(pts)} {p}: no mode ran")  # fmt: skip
+        if cuda:
+            torch.cuda.empty_cache()
+    sys.path.insert(0, str(BENCH))
+    import floors
+
+    rec = {"phase": "floors"}
+    try:
+        rec.update(floors.measure(dev) if cuda else {"skipped": "CUDA only"})
+    except Exception as exc:  # noqa: BLE001
+        rec["error"] = f"{type(exc).__name__}: {exc}"
+    rec["cpu_jit_binder_us"] = floors.binder_cost_us()
+    _append(out, rec)
+    log(f"floors: {rec}")
+
+
+# --------------------------------------------------------------------------- phase e: FlashRNN
+
+
+def _flashrnn_path() -> tuple[str | None, str]:
+    """A sys.path entry holding flashrnn (and einops), or None and why not."""
+    import importlib.util
+
+    if importlib.util.find_spec("flashrnn") is not None:
+        return "", "installed"
+    wheels = sorted((ROOT / ".whl").glob("*.whl")) if (ROOT / ".whl").is_dir() else []
+    if not any(w.name.startswith("flashrnn") for w in wheels):
+        return None, ("not installed here and no wheel carried in .whl/ (flashrnn and einops wheels, "
+                      "e.g. `pip download --no-deps -d .whl flashrnn einops`, then carry .whl)")  # fmt: skip
+    target = Path(tempfile.mkdtemp(prefix="flashrnn-"))
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target",
+                        str(target)] + [str(w) for w in wheels], capture_output=True, text=True)  # fmt: skip
+    if r.returncode:
+        return None, f"pip could not install the carried wheels: {r.stderr.strip()[-300:]}"
+    return str(target), "carried wheel"
+
+
+def phase_flashrnn(out: Path, smoke: bool) -> None:
+    import torch
+
+    rec: dict = {"phase": "flashrnn"}
+    if not torch.cuda.is_available():
+        _append(out, dict(rec, skipped="CUDA only (its kernels are CUDA C++ built at run time)"))
+        log("flashrnn: CUDA only")
+        return
+    path, how = _flashrnn_path()
+    if path is None:
+        _append(out, dict(rec, skipped=how))
+        log(f"flashrnn: skipped: {how}")
+        return
+    # the JIT build runs in a child under its own limit: a slow nvcc must not eat the other phases
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [path, os.environ.get("PYTHONPATH", "")])))
+    t0 = time.perf_counter()
+    try:
+        r = subprocess.run([sys.executable, __file__, "--flashrnn-child", "--out", str(out)], env=env,
+                           timeout=FLASHRNN_JIT_SECONDS + 60, capture_output=True, text=True)  # fmt: skip
+        log(r.stdout[-2000:] + r.stderr[-2000:])
+    except subprocess.TimeoutExpired:
+        _append(out, dict(rec, skipped=f"build and timing ran past {FLASHRNN_JIT_SECONDS + 60} s", source=how))
+    log(f"flashrnn: {time.perf_counter() - t0:.0f} s ({how})")
+
+
+def flashrnn_child(out: Path) -> None:
+    """In its own process: build FlashRNN's Elman cuda_fused kernel (at most FLASHRNN_JIT_SECONDS), then time it."""
+    import threading
+
+    import torch
+
+    def too_slow():
+        _append(out, {"phase": "flashrnn", "skipped": f"its JIT build ran past {FLASHRNN_JIT_SECONDS} s"})
+        os._exit(3)
+
+    timer = threading.Timer(FLASHRNN_JIT_SECONDS, too_slow)
+    timer.start()
+    from flashrnn import flashrnn
+
+    dev = torch.device("cuda")
+
+    def call(p: Point, grad: bool):
+        dtype = dtype_of(p.prec)
+        wx = torch.randn(p.B, p.T, 1, 1, p.H, device=dev, dtype=dtype, requires_grad=grad)
+        r = (torch.randn(1, 1, p.H, p.H, device=dev) / p.H**0.5).to(dtype).requires_grad_(grad)
+        b = torch.zeros(1, 1, p.H, device=dev, dtype=dtype, requires_grad=grad)
+        name = {"bf16": "bfloat16", "fp16": "float16"}.get(p.prec, "float32")
+        return lambda: flashrnn(wx, r, b, function="elman", backend="cuda_fused", dtype=name)
+
+    t0 = time.perf_counter()
+    try:
+        call(Point(16, 8, 768, "bf16"), False)()
+        torch.cuda.synchronize()
+    except Exception as exc:  # noqa: BLE001
+        timer.cancel()
+        _append(out, {"phase": "flashrnn", "skipped": f"build or first call failed: {type(exc).__name__}: {exc}"})
+        return
+    timer.cancel()
+    _append(out, {"phase": "flashrnn", "build_seconds": round(time.perf_counter() - t0, 1)})
+    for p in timing_grid(False):
+        rec = {"phase": "flashrnn", "point": asdict(p)}
+        try:
+            fwd = call(p, False)
+            with torch.no_grad():
+                ms, p20, p80 = bench_ms(fwd, False)
+            rec["fwd"] = {"ms": ms, "p20": p20, "p80": p80, "us_per_step": ms * 1e3 / p.T}
+            f = call(p, True)
+
+            def fwdbwd(f=f):
+                h, _ = f()
+                h.float().sum().backward()
+
+            ms, p20, p80 = bench_ms(fwdbwd, False)
+            rec["fwdbwd"] = {"ms": ms, "p20": p20, "p80": p80, "us_per_step": ms * 1e3 / p.T}
+        except Exception as exc:  # noqa: BLE001
+            rec["skipped"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+        _append(out, rec)
+
+
+# --------------------------------------------------------------------------- phase f: tests
+
+#: the tests that only run on CUDA: the grid barrier, tf32x3, the compiled tanh bound, fp16 autocast, no host sync
+CUDA_ONLY = "barrier or tf32x3 or tanh or autocast or sync or cuda"
+
+
+def _pytest_cmd(extra: list[str], workers: int, timeout: int) -> list[str]:
+    import importlib.util
+
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    if importlib.util.find_spec("xdist") is not None and workers > 1:
+        cmd += ["-n", str(workers)]
+    if importlib.util.find_spec("pytest_timeout") is not None:
+        cmd += ["--timeout", str(timeout)]
+    return cmd + extra
+
+
+def _summary(text: str) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1].strip("= ") if lines else "no output"
+
+
+def phase_tests(out: Path, smoke: bool, deadline: float) -> None:
+    import torch
+
+    cuda = torch.cuda.is_available()
+    runs = [("cuda_only", ["tests", "-k", CUDA_ONLY, "--ignore=tests/test_compile_gate.py"], 8)]
+    if not cuda:  # they skip on the CPU anyway: check the selection and the invocation, run nothing
+        runs = [("cuda_only (collected only: CPU)", runs[0][1] + ["--collect-only"], 1)]
+    if cuda:
+        runs.append(("suite", ["tests", "-x", "--ignore=tests/test_compile_gate.py"], min(16, os.cpu_count() or 1)))
+    for name, args, workers in runs:
+        left = deadline - time.time() - 5
+        if left < 20:
+            _append(out, {"phase": "tests", "run": name, "skipped": "no time left in the budget"})
+            continue
+        cmd = _pytest_cmd(args, workers, 120)
+        t0 = time.perf_counter()
+        with open(out / "pytest.txt", "a") as f:
+            f.write(f"\n$ {' '.join(cmd)}\n")
+            f.flush()
+            try:
+                r = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, timeout=left, text=True)
+                rc = r.returncode
+            except subprocess.TimeoutExpired:
+                rc = "timeout"
+        text = (out / "pytest.txt").read_text()
+        summary = _summary(text)
+        _append(out, {"phase": "tests", "run": name, "rc": rc, "summary": summary,
+                      "seconds": round(time.perf_counter() - t0, 1)})  # fmt: skip
+        log(f"tests {name}: rc {rc}, {summary}")
+    if not cuda:
+        _append(out, {"phase": "tests", "run": "suite", "skipped": "CPU: CI runs the suite itself"})
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def report(out: Path, make_plot: bool = False) -> dict:
+    """results.json (every record, grouped) and results.md (the tables) from points.jsonl; results.png on request."""
+    recs = read_records(out)
+    res: dict = {"phases": {}}
+    for r in recs:
+        res["phases"].setdefault(r.get("phase", "?"), []).append(r)
+    timing = [r for r in res["phases"].get("timing", []) if "fwdbwd" in r]
+    best: dict[tuple, dict] = {}
+    for r in timing:
+        key = tuple(r["point"].values())
+        if key not in best or r["fwdbwd"]["ms"] < best[key]["fwdbwd"]["ms"]:
+            best[key] = r
+    sp = [r["fwdbwd"]["speedup"] for r in best.values()]
+    res["summary"] = {
+        "points_timed": len(best),
+        "geomean_fwdbwd_speedup_best_mode": math.exp(sum(map(math.log, sp)) / len(sp)) if sp else None,
+        "min_fwdbwd_speedup_best_mode": min(sp) if sp else None,
+        "correctness": _correctness_summary(res["phases"].get("correctness", [])),
+    }
+    _atomic_write(out / "results.json", json.dumps(res, indent=1, default=str))
+    _atomic_write(out / "results.md", _markdown(res, timing))
+    if make_plot:
+        _plot(out, timing)
+    return res
+
+
+def _correctness_summary(recs: list[dict]) -> dict:
+    return {"checked": len(recs), "passed": sum(bool(r.get("ok")) for r in recs),
+            "failed": [f"{r['point']} {r['mode']}: {r.get('failed')}" for r in recs if not r.get("ok")]}  # fmt: skip
+
+
+def _markdown(res: dict, timing: list[dict]) -> str:
+    env = (res["phases"].get("env") or [{}])[0]
+    lines = [f"# GPU run: {env.get('device', '?')}", ""]
+    lines.append(f"torch {env.get('torch')}, triton {env.get('triton_identity', {}).get('triton')}, "
+                 f"cuDNN {env.get('cudnn', '-')}, fused_rnn {env.get('git', '?')}" + (" (SMOKE: CPU interpreter, "
+                 "tiny shapes; the figures say nothing about the kernels)" if env.get("smoke") else ""))  # fmt: skip
+    s = res["summary"]
+    c = s["correctness"]
+    lines += ["", f"Correctness: {c['passed']} of {c['checked']} checks passed." + (
+        " Failed: " + "; ".join(c["failed"]) if c["failed"] else "")]  # fmt: skip
+    if s["geomean_fwdbwd_speedup_best_mode"]:
+        lines.append(f"Forward + backward against nn.RNN, best mode per point: geometric mean "
+                     f"{s['geomean_fwdbwd_speedup_best_mode']:.2f}x, lowest {s['min_fwdbwd_speedup_best_mode']:.2f}x "
+                     f"over {s['points_timed']} points.")  # fmt: skip
+    lines += ["", "Speedup = nn.RNN time / ours (same weights, same dtype, matched TF32 setting); µs per step = "
+              "median / T; TFLOP/s counts 2·B·H² per step per pass (forward 1 pass, forward + backward 3).", "",
+              "| B | T | H | prec | mode | cuDNN fwd / bwd | fwd µs/step (p20–p80) | nn.RNN fwd | fwd × | "
+              "fwd+bwd µs/step | nn.RNN fwd+bwd | fwd+bwd × | TFLOP/s fwd |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in res["phases"].get("timing", []):
+        p = r.get("point", {})
+        head = f"| {p.get('B')} | {p.get('T')} | {p.get('H')} | {p.get('prec')} | {r.get('mode', '-')} |"
+        algo = r.get("cudnn_algorithm", {})
+        algo_s = f" {algo.get('forward', '?')} / {algo.get('backward', '?')} |"
+        if "fwd" not in r:
+            lines.append(head + algo_s + f" {r.get('skipped') or r.get('error')} | | | | | | |")
+            continue
+        f, b = r["fwd"], r["fwdbwd"]
+        lines.append(
+            head + algo_s
+            + f" {f['us_per_step']:.2f} ({f['p20'] * 1e3 / p['T']:.2f}–{f['p80'] * 1e3 / p['T']:.2f}) |"
+            + f" {f['baseline_us_per_step']:.2f} | {f['speedup']:.2f} | {b['us_per_step']:.2f} |"
+            + f" {b['baseline_us_per_step']:.2f} | {b['speedup']:.2f} | {f['tflops']:.2f} |"
+        )  # fmt: skip
+    fl = (res["phases"].get("floors") or [{}])[-1]
+    if fl:
+        lines += ["", "## Floors", "", "| figure | value |", "|---|---|"]
+        lines += [f"| {k} | {v:.3f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in fl.items()
+                  if k not in ("phase", "t")]  # fmt: skip
+    fr = res["phases"].get("flashrnn", [])
+    if fr:
+        lines += ["", "## FlashRNN Elman (cuda_fused)", ""]
+        for r in fr:
+            if "point" in r and "fwd" in r:
+                lines.append(f"- {r['point']}: fwd {r['fwd']['us_per_step']:.2f} µs/step, fwd+bwd "
+                             f"{r['fwdbwd']['us_per_step']:.2f} µs/step")  # fmt: skip
+            else:
+                lines.append(f"- {r.get('point', '')} {r.get('skipped') or r.get('build_seconds')}")
+    tests = res["phases"].get("tests", [])
+    if tests:
+        lines += ["", "## Tests", ""] + [f"- {r.get('run')}: {r.get('summary') or r.get('skipped')} "
+                                         f"(rc {r.get('rc', '-')})" for r in tests]  # fmt: skip
+    runs = res["phases"].get("run", [])
+    if runs:
+        lines += ["", "## Phases", ""] + [f"- {r['name']}: {r['status']} in {r['seconds']} s" for r in runs]
+    return "\n".join(lines) + "\n"
+
+
+def _plot(out: Path, timing: list[dict]) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    if not timing:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
+    for ax, kind in zip(axes, ("fwd", "fwdbwd"), strict=True):
+        labels = [f"B{r['point']['B']} T{r['point']['T']} H{r['point']['H']} {r['point']['prec']} {r['mode']}"
+                  for r in timing]  # fmt: skip
+        vals = [r[kind]["speedup"] for r in timing]
+        ax.barh(range(len(vals)), vals, color=["tab:green" if v >= 1 else "tab:red" for v in vals])
+        ax.axvline(1.0, color="k", lw=1)
+        ax.set_xscale("log")
+        lo, hi = min(vals + [1.0]), max(vals + [1.0])
+        ax.set_xlim(lo / 1.3, hi * 1.3)  # 1.0 stays inside the axis
+        ax.set_yticks(range(len(vals)), labels, fontsize=6)
+        ax.set_title(f"{'forward' if kind == 'fwd' else 'forward + backward'}: nn.RNN time / ours")
+    fig.tight_layout()
+    buf = out / ".results.png.tmp"
+    fig.savefig(buf, dpi=110, format="png")
+    plt.close(fig)
+    os.replace(buf, out / "results.png")
+
+
+# --------------------------------------------------------------------------- the driver
+
+
+def run_phase(name: str, out: Path, smoke: bool, deadline: float) -> int:
+    if name == "env":
+        phase_env(out, smoke)
+    elif name == "warmup":
+        phase_warmup(out, smoke)
+    elif name == "correctness":
+        phase_correctness(out, smoke)
+    elif name == "timing":
+        phase_timing(out, smoke)
+    elif name == "flashrnn":
+        phase_flashrnn(out, smoke)
+    elif name == "tests":
+        phase_tests(out, smoke, deadline)
+    return 0
+
+
+def drive(out: Path, smoke: bool, budget: float, phases: list[str]) -> int:
+    """Each phase in a child process under min(its timeout, what is left of the budget)."""
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    deadline = start + budget
+    timeouts = SMOKE_TIMEOUTS if smoke else TIMEOUTS
+    status = 0
+    with open(out / "log.txt", "a") as logf:
+        for name in phases:
+            left = deadline - time.time()
+            if left < 5:
+                _append(out, {"phase": "run", "name": name, "status": "skipped: budget spent", "seconds": 0})
+                continue
+            limit = min(timeouts[name], left)
+            cmd = [sys.executable, __file__, "--phase", name, "--out", str(out), "--deadline", str(deadline)]
+            cmd += ["--smoke"] if smoke else []
+            t0 = time.time()
+            log(f"== phase {name} (limit {limit:.0f} s)")
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                    start_new_session=True, env=_child_env(smoke))  # fmt: skip
+            timer = _Killer(proc, limit)
+            for line in proc.stdout:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+                logf.write(line)
+                logf.flush()
+            proc.wait()
+            timer.cancel()
+            st = "timeout" if timer.fired else ("ok" if proc.returncode == 0 else f"exit {proc.returncode}")
+            status |= st != "ok"
+            _append(out, {"phase": "run", "name": name, "status": st, "seconds": round(time.time() - t0, 1)})
+            report(out)
+    report(out, make_plot=True)
+    res = json.loads((out / "results.json").read_text())
+    c = res["summary"]["correctness"]
+    status |= bool(c["failed"])
+    files = ", ".join(sorted(p.name for p in out.iterdir() if not p.name.startswith(".")))
+    log(f"gpu_run: {time.time() - start:.0f} s; correctness {c['passed']}/{c['checked']}; files in {out}: {files}")
+    return status
+
+
+def _child_env(smoke: bool) -> dict:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if smoke:
+        env["TRITON_INTERPRET"] = "1"  # set before the child imports triton
+    return env
+
+
+class _Killer:
+    """Kill a child's whole process group after `seconds` (pool workers and pytest included)."""
+
+    def __init__(self, proc: subprocess.Popen, seconds: float) -> None:
+        import threading
+
+        self.fired = False
+        self.proc = proc
+        self.timer = threading.Timer(seconds, self._kill)
+        self.timer.daemon = True
+        self.timer.start()
+
+    def _kill(self) -> None:
+        self.fired = True
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+    def cancel(self) -> None:
+        self.timer.cancel()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "gpu-run")
+    ap.add_argument("--smoke", action="store_true", help="every phase on the CPU: interpreter, tiny shapes")
+    ap.add_argument("--budget", type=float, default=None, help="seconds for the whole run (420; smoke 280)")
+    ap.add_argument("--phases", default=",".join(PHASES), help=f"a subset of {','.join(PHASES)}")
+    ap.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)
+    ap.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
+    ap.add_argument("--flashrnn-child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.flashrnn_child:
+        flashrnn_child(args.out)
+        return 0
+    if args.phase:
+        return run_phase(args.phase, args.out, args.smoke, args.deadline or time.time() + 600)
+    phases = [p.strip() for p in args.phases.split(",") if p.strip()]
+    if bad := [p for p in phases if p not in PHASES]:
+        ap.error(f"--phases: unknown {bad}; choose from {','.join(PHASES)}")
+    if args.out.exists() and not args.out.is_dir():
+        ap.error(f"--out: {args.out} is a file, not a folder")
+    budget = args.budget if args.budget is not None else (280.0 if args.smoke else 420.0)
+    return drive(args.out, args.smoke, budget, phases)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

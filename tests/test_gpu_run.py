@@ -1,0 +1,273 @@
+"""bench/gpu_run.py: the one prepared GPU run, rehearsed on the CPU so that a bug fails here, not on the card.
+
+Also the launch path it measures: step mode's direct launches and the once-per-config fit check.
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import fused_rnn.launch as launch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _gpu_run():
+    spec = importlib.util.spec_from_file_location("gpu_run", ROOT / "bench" / "gpu_run.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_run"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+gpu_run = _gpu_run()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the rehearsal is for CPU machines; the card runs the real one")
+def test_smoke_run_writes_every_phase(tmp_path):
+    """Every phase runs in the interpreter through the shell entry point; at most 7 files, all top-level."""
+    out = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "OUT")}
+    env["OMP_NUM_THREADS"] = "1"
+    r = subprocess.run(
+        ["bash", str(ROOT / "bench" / "gpu_run.sh"), str(out), "--smoke"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    files = sorted(p.name for p in out.iterdir())
+    assert set(files) <= set(gpu_run.FILES) and len(files) <= 7, files
+    assert all((out / f).is_file() for f in files)
+    assert {"log.txt", "points.jsonl", "results.json", "results.md", "results.png", "pytest.txt"} == set(files)
+    recs = gpu_run.read_records(out)
+    runs = {r["name"]: r["status"] for r in recs if r["phase"] == "run"}
+    assert runs == dict.fromkeys(gpu_run.PHASES, "ok"), runs
+    env_rec = next(r for r in recs if r["phase"] == "env")
+    assert env_rec["smoke"] and env_rec["triton_identity"]["triton"]
+    checks = [r for r in recs if r["phase"] == "correctness"]
+    assert checks and all(r["ok"] for r in checks), [r for r in checks if not r["ok"]]
+    # every check was held to a tolerance and measured every gradient, h0 included
+    assert all({"output", "h_n", "d input", "d h0"} <= set(r["errors"]) for r in checks)
+    timed = [r for r in recs if r["phase"] == "timing" and "fwdbwd" in r]
+    assert len({tuple(r["point"].values()) for r in timed}) == len(gpu_run.timing_grid(True))
+    for r in timed:
+        assert r["fwd"]["ms"] > 0 and r["fwdbwd"]["baseline_ms"] > 0 and r["cudnn_algorithm"]["forward"]
+    skipped = {r["mode"]: r["skipped"] for r in recs if r["phase"] == "timing" and "skipped" in r}
+    assert set(skipped) == {"persistent", "graph"}  # CUDA only, and said so
+    res = json.loads((out / "results.json").read_text())
+    assert res["summary"]["correctness"]["failed"] == []
+    md = (out / "results.md").read_text()
+    assert "| B | T | H | prec | mode |" in md and "SMOKE" in md
+
+
+@pytest.mark.parametrize("smoke", [True, False])
+@pytest.mark.parametrize("cuda", [True, False])
+def test_every_timed_specialisation_is_checked(smoke, cuda):
+    """The correctness phase covers each (B, H, precision, kernel mode) the timing phase launches."""
+    timed = gpu_run.timed_specs(smoke, cuda)
+    checked = gpu_run.checked_specs(smoke, cuda)
+    assert timed and timed <= checked, timed - checked
+    extras = {m for _, m in gpu_run.correctness_items(smoke, cuda)} - {"single", "step", "persistent", "graph"}
+    assert extras == {"packed_bidirectional"}  # ragged lengths and reverse, on top
+
+
+def test_full_grid_is_the_issue_grid():
+    pts = gpu_run.timing_grid(False)
+    main = {(p.H, p.prec) for p in pts if p.B == 16 and p.T == 1024}
+    assert {(H, prec) for H in (128, 256, 768, 1024) for prec in ("fp32", "tf32", "bf16", "fp16")} <= main
+    assert {(2048, "bf16"), (2048, "fp16")} <= main
+    assert {p.B for p in pts if p.H == 768 and p.prec == "bf16" and p.T == 1024} == {1, 4, 16, 64, 256}
+    assert {p.T for p in pts if p.H == 768 and p.prec == "bf16" and p.B == 16} == {64, 256, 1024, 2048}
+    modes = gpu_run.kernel_modes(768, cuda=True)
+    assert set(modes) == {"step", "persistent", "graph"} and all(v is None for v in modes.values())
+
+
+@pytest.mark.parametrize(
+    "args, forward, expected",
+    [
+        ((16, 1024, 384, "fp32"), True, "PERSIST_STATIC_SMALL_H"),
+        ((16, 1024, 385, "bf16"), True, "STANDARD"),
+        ((16, 1024, 256, "tf32"), False, "PERSIST_STATIC_SMALL_H"),
+        ((16, 1024, 257, "fp32"), False, "STANDARD"),
+        ((16, 1024, 768, "fp16"), True, "PERSIST_STATIC"),
+        ((16, 1024, 1024, "fp16"), False, "PERSIST_STATIC"),
+        ((16, 1024, 2048, "fp16"), True, "STANDARD"),  # H > 1024
+        ((12, 1024, 768, "fp16"), True, "STANDARD"),  # B % 8
+        ((256, 1024, 768, "fp16"), True, "STANDARD"),  # B > 128
+        ((96, 1024, 896, "fp16"), True, "STANDARD"),  # B >= 96 and H >= 896
+        ((96, 1024, 768, "fp16"), True, "PERSIST_STATIC"),
+        ((16, 1024, 640, "fp16"), True, "PERSIST_STATIC"),
+        ((16, 1024, 700, "fp16"), True, "STANDARD"),  # H % 128
+        ((16, 1024, 768, "bf16"), True, "STANDARD"),  # persist static is fp16 only
+    ],
+)
+def test_cudnn_algorithm_follows_get_algo(args, forward, expected):
+    assert gpu_run.cudnn_algorithm(*args, forward) == expected
+
+
+def test_cudnn_algorithm_packed_layers_and_cards():
+    assert gpu_run.cudnn_algorithm(16, 64, 128, "fp32", True, packed=True) == "STANDARD"
+    assert gpu_run.cudnn_algorithm(16, 64, 512, "fp16", True, layers=2) == "STANDARD"
+    assert gpu_run.cudnn_algorithm(16, 64, 512, "fp16", True, bidirectional=True) == "STANDARD"
+    assert gpu_run.cudnn_algorithm(16, 64, 512, "fp16", True, input_size=100) == "STANDARD"
+    assert gpu_run.cudnn_algorithm(16, 64, 512, "fp16", True, capability=(8, 6), sm_count=84) == "STANDARD"
+    assert gpu_run.cudnn_algorithm(16, 64, 512, "fp16", True, capability=(8, 0), sm_count=108) == "PERSIST_STATIC"
+    assert gpu_run.cudnn_algorithm(16, 64, 512, "fp16", True, capability=(8, 0), sm_count=56) == "STANDARD"
+
+
+def test_report_keeps_records_cut_by_a_kill(tmp_path):
+    """A line cut mid-write (a killed phase) is dropped; every record before it is kept."""
+    gpu_run._append(tmp_path, {"phase": "correctness", "ok": True, "point": {}, "mode": "step"})
+    with open(tmp_path / "points.jsonl", "a") as f:
+        f.write('{"phase": "timing", "poi')
+    res = gpu_run.report(tmp_path)
+    assert res["summary"]["correctness"] == {"checked": 1, "passed": 1, "failed": []}
+    assert (tmp_path / "results.md").exists()
+
+
+def test_bad_options_are_refused(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for args, word in ((["--phases", "env,nope"], "--phases"), (["--out", str(afile)], "--out")):
+        r = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_run.py"), *args], capture_output=True, text=True)
+        assert r.returncode == 2 and word in r.stderr, r.stderr
+
+
+# --------------------------------------------------------------------------- the launch path
+
+
+class _FakeCompiled:
+    packed_metadata = object()
+    function = 1234
+
+    def __init__(self):
+        self.calls = []
+
+    def run(self, *args):
+        self.calls.append(args)
+
+
+class _Param:
+    def __init__(self, default):
+        self.default = default
+
+
+class _FakeKernel:
+    """Stands in for a JITFunction: records JIT launches and returns one compiled kernel."""
+
+    arg_names = ["x", "i", "T", "BB", "FLAG"]
+    params = [_Param(None), _Param(None), _Param(None), _Param(None), _Param(True)]
+
+    def __init__(self):
+        self.jit_calls = []
+        self.compiled = _FakeCompiled()
+
+    def __getitem__(self, grid):
+        def launch_(*args, **kwargs):
+            self.jit_calls.append((grid, args, kwargs))
+            return self.compiled
+
+        return launch_
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the direct path reads the current CUDA stream")
+def test_step_launches_go_through_the_compiled_kernel_cuda():
+    _check_direct_steps()
+
+
+def test_step_launches_go_through_the_compiled_kernel(monkeypatch):
+    """The first step goes through the JIT; every other step calls the compiled kernel with the JIT's argument
+    order (constexprs and defaults included) and only the step changed."""
+
+    class _Stream:
+        cuda_stream = 77
+
+    monkeypatch.setattr(launch.torch.cuda, "current_stream", lambda: _Stream())
+    _check_direct_steps()
+
+
+def _check_direct_steps():
+    if launch.K is None:
+        pytest.skip("triton is missing")
+    saved = launch.INTERPRETED
+    launch.INTERPRETED = False
+    try:
+        k = _FakeKernel()
+        x = object()
+        launch._launch_steps(k, (3, 5), (x, 99, 7), {"BB": 16, "num_warps": 4}, steps=4)
+    finally:
+        launch.INTERPRETED = saved
+    assert k.jit_calls == [((3, 5), (x, 0, 7), {"BB": 16, "num_warps": 4})]
+    steps = [c[-4] for c in k.compiled.calls]
+    assert steps == [1, 2, 3]
+    for c in k.compiled.calls:
+        assert c[:3] == (3, 5, 1) and c[4] == 1234 and c[5] is _FakeCompiled.packed_metadata
+        assert c[-5] is x and c[-3:] == (7, 16, True)  # T, the constexpr BB and FLAG's default
+
+
+def test_step_launches_in_the_interpreter_use_the_jit_each_time():
+    k = _FakeKernel()
+    saved = launch.INTERPRETED
+    launch.INTERPRETED = True
+    try:
+        launch._launch_steps(k, (1, 2), ("x", 0, 3), {}, steps=3)
+    finally:
+        launch.INTERPRETED = saved
+    assert [c[1][1] for c in k.jit_calls] == [0, 1, 2] and k.compiled.calls == []
+
+
+def test_step_arguments_are_not_specialised():
+    """The direct launches rely on it: every step must run the very binary the first one compiled."""
+    import inspect
+
+    for kernel in (launch.K.split_recurrent_fwd_step_kernel, launch.K.split_recurrent_bwd_step_kernel):
+        src = inspect.getsource(kernel.fn)
+        assert 'do_not_specialize=["i", "T"]' in src, kernel
+        assert "i" in kernel.arg_names
+
+
+def test_persistent_fit_check_runs_once_per_config(monkeypatch):
+    calls = []
+
+    def blocks(kernel, args, kwargs, grid):
+        calls.append(grid)
+        return 2
+
+    monkeypatch.setattr(launch, "_blocks_per_sm", blocks)
+    monkeypatch.setattr(launch, "_BLOCKS_PER_SM", {})
+    monkeypatch.setattr(launch, "device_key", lambda device: ((9, 0), 132))
+
+    class _K:
+        class fn:
+            __name__ = "k"
+
+    dev = torch.device("cuda", 0)
+    kw = {"BB": 16, "num_warps": 8}
+    assert all(launch._persistent_fits(_K, (), kw, (4, 48), dev) for _ in range(5))
+    assert not launch._persistent_fits(_K, (), kw, (6, 48), dev)  # 288 programs > 2 * 132
+    assert calls == [(4, 48)]
+    launch._persistent_fits(_K, (), dict(kw, num_warps=4), (4, 48), dev)  # another config: asked again
+    assert len(calls) == 2
+
+
+def test_a_launch_hook_keeps_every_step_on_the_jit(monkeypatch):
+    """A profiler's launch hook must see every launch: then no step skips the JIT."""
+    import triton
+
+    hook = triton.knobs.runtime.launch_enter_hook
+    if not hasattr(hook, "add"):
+        pytest.skip("this Triton has no hook chain")
+    monkeypatch.setattr(launch, "INTERPRETED", False)
+    seen = []
+    hook.add(seen.append)
+    try:
+        k = _FakeKernel()
+        launch._launch_steps(k, (1, 1), ("x", 0, 3), {}, steps=3)
+    finally:
+        hook.remove(seen.append)
+    assert len(k.jit_calls) == 3 and k.compiled.calls == []
