@@ -4,6 +4,8 @@
 # argument, else bench/results/gpu-run; at most 7 files, all at its top level. Further arguments go to
 # gpu_run.py (e.g. --budget 400, --phases env,correctness). Usage, from the repository root:
 #   bash bench/gpu_run.sh [DIR] [gpu_run.py options]
+# FlashRNN's side (phase e) needs its wheels carried with the tree, the machine has no network: before the
+# device call, `pip download --no-deps -d .whl flashrnn einops` and pass carry=[".whl"] (.whl/ is ignored by git).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-bench/results/gpu-run}"

@@ -179,12 +179,7 @@ def _launch_steps(kernel, grid: tuple[int, int], args: tuple, meta: dict, steps:
     call_args = list(args)
     call_args[pos] = 0
     compiled = kernel[grid](*call_args, **meta)
-    direct = (
-        steps > 1
-        and not INTERPRETED
-        and hasattr(compiled, "packed_metadata")
-        and _no_launch_hooks()
-    )
+    direct = steps > 1 and not INTERPRETED and hasattr(compiled, "packed_metadata") and _no_launch_hooks()
     if not direct:
         for s in range(1, steps):
             call_args[pos] = s
