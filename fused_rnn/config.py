@@ -5,6 +5,8 @@ Nothing here imports torch, so `fused-rnn --help` and `--version` answer at once
 
 from __future__ import annotations
 
+import argparse
+import sys
 from dataclasses import dataclass
 
 #: The embedded default corpus: the source of these standard-library modules of the
@@ -59,3 +61,11 @@ class TrainConfig:
     quiet: bool = False
     force: bool = False
     threads: int = 0
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with a one-line error (exit 2): `error: <prog>: <message> (see <prog> --help)`."""
+
+    def error(self, message: str):  # type: ignore[override]
+        print(f"error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
