@@ -353,7 +353,8 @@ def run(args: argparse.Namespace, cases: Sequence[Case] = CASES) -> dict:
             run_precision(cases, grid, ctx, block, progress)
     except KeyboardInterrupt as exc:
         name = "SIGTERM" if type(exc).__name__ == "Terminated" else "SIGINT"
-        res["interrupted"] = f"{name} after {progress.done} of {progress.total} points"
+        done = sum(len(b.get(c.name, [])) for b in res["precisions"].values() for c in cases)
+        res["interrupted"] = f"{name} after {done} of {progress.total} points"
         res["precisions"] = {p: b for p, b in res["precisions"].items() if any(c.name in b for c in cases)}
         res["precision_list"] = list(res["precisions"])
         res["exit_code"] = 143 if name == "SIGTERM" else 130
