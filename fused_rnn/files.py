@@ -40,6 +40,24 @@ def ensure_dir(path: str | Path, option: str) -> Path:
     return p
 
 
+def check_dir(path: str | Path, option: str) -> None:
+    """Raise DataError when the folder `path` could not be created and written, without creating anything:
+    a file in the way, or a nearest existing folder that is not writable (permissions, a read-only mount)."""
+    p = Path(path)
+    if p.exists():
+        if not p.is_dir():
+            raise DataError(f"{option} {path}: is a file, not a folder; choose a folder")
+        probe = p
+    else:
+        probe = p.absolute().parent
+        while not probe.exists():
+            probe = probe.parent
+        if not probe.is_dir():
+            raise DataError(f"{option} {path}: a part of this path is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise DataError(f"{option} {path}: cannot write in {probe} (no permission, or a read-only file system)")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to `path`; when the block succeeds it replaces `path` in one step.

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import DataError, load_text
-from .files import atomic_save, atomic_write, ensure_dir
+from .files import atomic_save, atomic_write, check_dir, ensure_dir
 from .models import FusedCharRNN
 from .ops import fused_recurrence
 from .train import load_checkpoint, model_from_checkpoint, planned_backend, resolve_device
@@ -855,7 +855,7 @@ def inspect_command(
     """`fused-rnn inspect`: read --text FILE, or take --prime TEXT, or else the held-out end of the
     checkpoint's own training text; inspect, and return the report lines."""
     _require_matplotlib()
-    ensure_dir(out, "--out")  # before any work
+    check_dir(out, "--out")  # before any work; created once the inputs are known to be good
     training = 0
     if text_path is not None:
         text = load_text(text_path)

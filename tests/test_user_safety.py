@@ -438,3 +438,101 @@ def test_bench_interrupt_writes_the_points_measured(tmp_path):
     n = int(res["interrupted"].split()[2])
     assert n >= 1 and sum(len(res["precisions"]["ieee"].get(c, [])) for c in res["cases"]) == n
     assert "interrupted" in next(tmp_path.glob("*.md")).read_text()
+
+
+def test_bench_plot_shows_every_case_notes_the_torch_path_and_keeps_1(tmp_path):
+    """Every measured case gets a panel; the figure says when the fused side ran PyTorch; 1.0 lies inside each axis."""
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.figure
+
+    from fused_rnn.bench import runner
+    from fused_rnn.bench.cases import CASES
+
+    grid = runner.build_grid(CASES, True, {})
+    res = dict(info=dict(device="cpu", torch="x", date="d"), grid=grid, precisions={"ieee": {}})
+    block = res["precisions"]["ieee"]
+    for i, case in enumerate(CASES):
+        block[case.name] = []
+        for shape in case.points(grid):
+            r = dict(shape, ok=True, backend="torch")
+            for s in case.speedups:
+                r[s.key] = 3.0 + i  # every bar well above 1: the axis must still reach down to 1.0
+            block[case.name].append(r)
+    drawn = {}
+    real = matplotlib.figure.Figure.savefig
+
+    def spy(fig, *a, **k):
+        drawn["texts"] = [t.get_text() for t in fig.texts]
+        drawn["titles"] = [ax.get_title() for ax in fig.axes]
+        drawn["ylims"] = [ax.get_ylim() for ax in fig.axes]
+        return real(fig, *a, **k)
+
+    import unittest.mock
+
+    with unittest.mock.patch.object(matplotlib.figure.Figure, "savefig", spy):
+        runner.plot(res, tmp_path / "p.png", CASES)
+    assert (tmp_path / "p.png").stat().st_size > 0
+    for case in CASES:  # every case, including model and rnn that have no panels of their own
+        assert any(case.name in t or any(s.label in t for s in case.speedups) or any(
+            title in t for _, title in case.plots) for t in drawn["titles"]), case.name
+    assert len(drawn["titles"]) >= sum(max(len(c.plots), len(c.speedups)) for c in CASES if c.plots or c.speedups)
+    assert any("PyTorch path" in t for t in drawn["texts"])
+    assert all(lo <= 1.0 <= hi for lo, hi in drawn["ylims"])
+
+
+# ------------------------------------------------------------------------------------------ inspect
+
+
+def _inspect_checkpoint(tmp_path: Path, text: str) -> Path:
+    from fused_rnn.data import Vocab
+    from fused_rnn.models import FusedCharRNN
+    from fused_rnn.train import TrainConfig, save_checkpoint
+
+    vocab = Vocab.from_text(text)
+    model = FusedCharRNN(len(vocab), 8, 16)
+    ck = tmp_path / "run" / "checkpoint.pt"
+    ck.parent.mkdir(parents=True)
+    save_checkpoint(ck, model, torch.optim.Adam(model.parameters()), vocab, TrainConfig(hidden=16, embed=8), 1, [])
+    return ck
+
+
+def test_inspect_draws_every_character_with_a_glyph_and_no_warnings(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    from fused_rnn.inspector import has_glyph, show_char
+
+    text = "line one\r\n中文 and emoji 🙂, a NUL \0 and $5 \\ back\ttab\n" * 3
+    ck = _inspect_checkpoint(tmp_path, text)
+    for c in set(text):
+        shown = show_char(c)
+        assert all(has_glyph(g) for g in shown), (c, shown)
+    assert show_char("中") == "\\u4e2d" and show_char("🙂") == "\\U0001f642" and show_char("\0") == "\\x00"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        argv = ["inspect", "--checkpoint", ck, "--prime", text, "--out", tmp_path / "o", "--device", "cpu"]
+        code, _, err = run(argv, capsys)
+    font = [str(w.message) for w in caught if "glyph" in str(w.message).lower() or "font" in str(w.message).lower()]
+    assert font == []  # matplotlib's "Glyph ... missing from font(s)"
+    assert code == 0, err
+
+
+def test_inspect_labels_training_text_past_the_held_out_end(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    text = "abcdefghij\n" * 40  # 440 characters: the held-out end is the last 65 (seq_len 64 + 1)
+    p = tmp_path / "t.txt"
+    p.write_text(text)
+    ck = _inspect_checkpoint(tmp_path, text)
+    state = torch.load(ck, weights_only=True)
+    state["config"]["text"] = str(p)
+    torch.save(state, ck)
+    code, out, err = run(["inspect", "--checkpoint", ck, "--length", 100, "--out", tmp_path / "o", "--device", "cpu"],
+                         capsys)
+    assert code == 0, err
+    assert "note: the first 35 of these 100 characters are training text" in out
+    data = json.loads((tmp_path / "o" / "inspect.json").read_text())
+    assert data["training_chars"] == 35 and "training text" in (tmp_path / "o" / "index.html").read_text()
+    code, out, err = run(["inspect", "--checkpoint", ck, "--length", 60, "--out", tmp_path / "o2", "--device", "cpu"],
+                         capsys)
+    assert code == 0 and "training text" not in out
