@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from .config import SEED_LIMIT, CheckpointError, DataError, TrainConfig
 from .data import Vocab, load_text, random_starts, split, stream_starts, text_digest, text_source, windows
-from .files import atomic_save, atomic_write, ensure_dir
+from .files import atomic_save, atomic_write, check_dir, ensure_dir
 from .models import FusedCharRNN
 from .reference import CharLoopModel
 
@@ -149,6 +149,7 @@ def load_checkpoint(path: str | Path) -> dict:
         ) from None
     except Exception as exc:  # corrupt zip, truncated file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first.split(". ")[0].rstrip(".")  # its first sentence, whole
         raise CheckpointError(
             f"checkpoint: {p} is damaged or truncated ({size:,} bytes): torch.load cannot read it "
             f"({type(exc).__name__}: {first[:160]})"
@@ -327,7 +328,7 @@ def check_out(cfg: TrainConfig, rank: int) -> Path:
             "or choose another --out"
         )
     if rank == 0:
-        ensure_dir(out, "--out")
+        check_dir(out, "--out")  # created (ensure_dir) once the text and the sizes are known to be good
     return out
 
 
@@ -477,6 +478,8 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
     else:
         vocab = Vocab.from_text(text)
     check_memory(cfg, len(vocab), device, world)
+    if rank == 0:
+        ensure_dir(out, "--out")
     data = vocab.encode(text)
     sha = text_digest(text)
     del text
