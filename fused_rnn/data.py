@@ -33,10 +33,14 @@ BINARY_SHARE = 0.1
 
 
 def text_source(path: str | None) -> str | None:
-    """What the checkpoint records of --text: an absolute path, "-" for standard input, None for the default."""
+    """What the checkpoint records of --text: an absolute path, "-" for standard input or a pipe, None for the
+    default."""
     if path is None or path == "-":
         return path
-    return str(Path(path).expanduser().absolute())
+    p = Path(path).expanduser().absolute()
+    if p.exists() and not p.is_file():
+        return "-"  # a pipe, a process substitution or a device: nothing to read again on resume
+    return str(p)
 
 
 def text_digest(text: str) -> str:

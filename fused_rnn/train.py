@@ -453,7 +453,7 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
             )
         if cfg.text is None and c.get("text") == "-":
             raise DataError(
-                f"--resume: {ckpt_path} was trained on standard input; give the text again with --text"
+                f"--resume: {ckpt_path} was trained on standard input or a pipe; give the text again with --text"
             )
         if cfg.text is None and isinstance(c.get("text"), str):
             cfg = replace(cfg, text=c["text"])  # resume on the text the run started with
