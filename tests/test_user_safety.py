@@ -536,3 +536,24 @@ def test_inspect_labels_training_text_past_the_held_out_end(tmp_path, capsys):
     code, out, err = run(["inspect", "--checkpoint", ck, "--length", 60, "--out", tmp_path / "o2", "--device", "cpu"],
                          capsys)
     assert code == 0 and "training text" not in out
+
+
+def test_the_demo_comparison_uses_the_benchmark_timer(monkeypatch):
+    """Warm-up, repeats and median come from fused_rnn.bench.runner.time_ms, on one CPU thread, in alternating
+    rounds; the ratio is the median of the rounds' ratios."""
+    from fused_rnn import cli
+    from fused_rnn.bench import runner
+
+    calls = []
+    fake = iter([2.0, 6.0, 2.0, 5.0, 1.0, 7.0])  # fused, reference, fused, reference, ...: ratios 3, 2.5, 7
+
+    def timer(fn, device, quick):
+        fn()
+        calls.append((torch.get_num_threads(), quick))
+        return next(fake)
+
+    monkeypatch.setattr(runner, "time_ms", timer)
+    line = cli._speed_line(T.TrainConfig(device="cpu", batch_size=2, seq_len=4, hidden=8, embed=4))
+    assert calls == [(1, False)] * 2 * cli.SPEED_ROUNDS
+    assert "(3.0x)" in line and "median of repeats" in line
+    assert f"FusedCharRNN {8 / 0.002:,.0f} chars/s" in line and f"CharLoopModel {8 / 0.006:,.0f} chars/s" in line
