@@ -31,8 +31,10 @@ import math
 import os
 import platform
 import re
+import signal
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -562,6 +564,14 @@ def write_outputs(
     return stem, md, True
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C: the benchmark writes the points it has and exits 143."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated
+
+
 def int_list(text: str) -> list[int]:
     """argparse type: a comma list of positive integers."""
     try:
@@ -610,12 +620,19 @@ def main(
     cases = CASES if cases is None else cases
     args = build_parser(prog, default_out).parse_args(None if argv is None else list(argv))
     t0 = time.perf_counter()
+    own_term = threading.current_thread() is threading.main_thread()
+    own_term = own_term and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    if own_term:  # run on its own (bench/bench.py): SIGTERM stops it as Ctrl-C does, writing what it has
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         ensure_dir(args.out, "--out")  # before anything runs: a file, a read-only folder
         res = run(args, cases)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if own_term:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
     res["info"]["wall_s"] = round(time.perf_counter() - t0, 2)
     stem, md, png = write_outputs(res, Path(args.out), args.quick, not args.no_plot, cases)
     print(md)
