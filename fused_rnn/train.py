@@ -8,6 +8,7 @@ import math
 import os
 import pickle
 import signal
+import sys
 import threading
 import time
 from dataclasses import asdict, replace
@@ -466,6 +467,13 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
                 )
         else:
             text = load_text(cfg.text)
+            held_sha = ckpt.get("text_sha256")
+            if rank == 0 and held_sha and text_digest(text) != held_sha:
+                print(
+                    f"note: --text {cfg.text} is not the text {ckpt_path} was trained on "
+                    f"({c.get('text') or 'the embedded default'}; the sha256 differs): training goes on with it",
+                    file=sys.stderr,
+                )
     else:
         text = load_text(cfg.text)
     cfg = replace(cfg, text=text_source(cfg.text))

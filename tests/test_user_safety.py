@@ -315,6 +315,8 @@ def test_the_text_is_stored_absolute_with_its_digest_and_a_change_is_named(text_
     code, _, err = run(["train", "--steps", 6, "--out", out, "--resume", "--quiet"], capsys)
     assert code == 2 and one_error_line(err)
     assert str(text_file) in err and "changed" in err
+    code, _, err = run(["train", "--steps", 6, "--out", out, "--resume", "--quiet", "--text", text_file], capsys)
+    assert code == 0 and "note: --text" in err and "sha256 differs" in err  # given again: trained on, and named
 
 
 def test_text_from_standard_input(text_file, tmp_path, capsys, monkeypatch):
