@@ -486,8 +486,6 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
     else:
         vocab = Vocab.from_text(text)
     check_memory(cfg, len(vocab), device, world)
-    if rank == 0:
-        ensure_dir(out, "--out")
     data = vocab.encode(text)
     sha = text_digest(text)
     del text
@@ -496,6 +494,8 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
         raise DataError(
             f"--carry-state: {len(train_data)} training characters are too few for {cfg.batch_size} streams"
         )
+    if rank == 0:
+        ensure_dir(out, "--out")  # every input is good: the folder is made (and written to) before the first step
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, len(vocab), cfg.embed, cfg.hidden)
