@@ -341,6 +341,7 @@ def test_texts_that_are_not_text_files(kind, tmp_path, capsys):
         match = "looks binary"
     code, _, err = run(["train", "--text", p, "--steps", 1, "--out", tmp_path / "o", *TINY], capsys)
     assert code == 2 and one_error_line(err) and match in err, err
+    assert not (tmp_path / "o").exists()  # refused before --out was made
     if kind == "nul":
         assert "NUL bytes" in err
 
