@@ -1,10 +1,27 @@
-"""fused_rnn: a persistent-weight Triton kernel for the character-level RNN recurrence."""
+"""fused_rnn: a persistent-weight Triton kernel for the character-level RNN recurrence.
 
-from .dispatch import KernelConfig, select_config
-from .models import FusedCharRNN
-from .ops import fused_recurrence, rnn_scan
-from .reference import CharLoopModel, recurrence_reference, scan_reference
-from .rnn import FusedRNN
+The public names load on first use (PEP 562), so `fused-rnn --help` and `--version` do not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+#: public name -> the submodule that defines it
+_LAZY = {
+    "CharLoopModel": "reference",
+    "FusedCharRNN": "models",
+    "FusedRNN": "rnn",
+    "KernelConfig": "dispatch",
+    "fused_recurrence": "ops",
+    "recurrence_reference": "reference",
+    "rnn_scan": "ops",
+    "scan_reference": "reference",
+    "select_config": "dispatch",
+}
 
 __all__ = [
     "CharLoopModel",
@@ -17,4 +34,22 @@ __all__ = [
     "scan_reference",
     "select_config",
 ]
-__version__ = "0.1.0"
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .dispatch import KernelConfig, select_config
+    from .models import FusedCharRNN
+    from .ops import fused_recurrence, rnn_scan
+    from .reference import CharLoopModel, recurrence_reference, scan_reference
+    from .rnn import FusedRNN
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

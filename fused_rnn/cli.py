@@ -4,87 +4,187 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
 import os
+import shlex
+import signal
+import statistics
 import sys
-import time
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
-import torch
+from . import __version__
+from .config import DEFAULT_MODULES, SEED_LIMIT, CheckpointError, DataError, OneLineParser, TrainConfig
 
-from .data import DEFAULT_MODULES, DataError
-from .train import CheckpointError, TrainConfig, train
+# torch and the training code load only when a command runs: --help and --version answer at once
 
 DEFAULTS = TrainConfig()
+#: Options that, on --resume, take the checkpoint's value unless given.
+FROM_CHECKPOINT = (
+    "batch_size",
+    "seq_len",
+    "hidden",
+    "embed",
+    "lr",
+    "clip",
+    "model",
+    "objective",
+    "carry_state",
+    "seed",
+    "eval_every",
+    "eval_batches",
+    "val_fraction",
+)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so every command stops the same way (exit 143)."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated
+
+
+def seed(text: str) -> int:
+    """argparse type: an integer seed in [0, 2**63)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 0 <= v < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 2**63), got {text}")
+    return v
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return v
+
+
+def count(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {text}")
+    return v
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+    return v
+
+
+def temperature(text: str) -> float:
+    """argparse type: a finite number >= 0 (0: greedy)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(v) and v >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number of at least 0 (0: greedy), got {text}")
+    return v
+
+
+def fraction(text: str) -> float:
+    """argparse type: a number strictly between 0 and 1."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1, got {text}")
+    return v
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     d = DEFAULTS
+    ck = "; on --resume the checkpoint's"
     p.add_argument(
-        "--text", metavar="FILE", help="UTF-8 training text (default: the embedded standard-library sources)"
+        "--text",
+        metavar="FILE",
+        help="UTF-8 training text, or - for standard input (default: the embedded standard-library sources)",
     )
     p.add_argument(
         "--steps",
         metavar="N",
-        type=int,
+        type=positive_int,
         default=d.steps,
         help="total optimizer steps, counting resumed ones (%(default)s)",
     )
     p.add_argument(
-        "--batch-size", metavar="B", type=int, default=d.batch_size, help="global batch of windows (%(default)s)"
+        "--batch-size", metavar="B", type=positive_int, help=f"global batch of windows ({d.batch_size}{ck})"
     )
-    p.add_argument("--seq-len", metavar="T", type=int, default=d.seq_len, help="characters per window, T (%(default)s)")
-    p.add_argument("--hidden", metavar="H", type=int, default=d.hidden, help="hidden size H (%(default)s)")
-    p.add_argument("--embed", metavar="F", type=int, default=d.embed, help="embedding width (n_fac) (%(default)s)")
-    p.add_argument("--lr", metavar="LR", type=float, default=d.lr, help="Adam learning rate (%(default)s)")
-    p.add_argument("--clip", metavar="NORM", type=float, default=d.clip, help="gradient-norm clip (%(default)s)")
+    p.add_argument("--seq-len", metavar="T", type=positive_int, help=f"characters per window, T ({d.seq_len}{ck})")
+    p.add_argument("--hidden", metavar="H", type=positive_int, help=f"hidden size H ({d.hidden}{ck})")
+    p.add_argument("--embed", metavar="F", type=positive_int, help=f"embedding width (n_fac) ({d.embed}{ck})")
+    p.add_argument("--lr", metavar="LR", type=positive_float, help=f"Adam learning rate ({d.lr}{ck})")
+    p.add_argument("--clip", metavar="NORM", type=positive_float, help=f"gradient-norm clip ({d.clip}{ck})")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=d.device, help="auto: CUDA if present")
     p.add_argument(
         "--model",
         choices=("fused", "reference"),
-        default=d.model,
-        help="fused: FusedCharRNN; reference: the Python-loop CharLoopModel, to compare speed (%(default)s)",
+        help=f"fused: FusedCharRNN; reference: the Python-loop CharLoopModel, to compare speed ({d.model}{ck})",
     )
     p.add_argument(
         "--objective",
         choices=("seq", "last"),
-        default=d.objective,
-        help="seq: predict every next character; last: only the one after the window (%(default)s)",
+        help=f"seq: predict every next character; last: only the one after the window ({d.objective}{ck})",
     )
     p.add_argument(
         "--carry-state",
         action="store_true",
+        default=None,
         help="walk contiguous streams and carry the hidden state across batches (truncated BPTT; seq only)",
     )
-    p.add_argument(
-        "--seed", metavar="S", type=int, default=d.seed, help="seed for initialisation and batches (%(default)s)"
-    )
+    p.add_argument("--seed", metavar="S", type=seed, help=f"seed for initialisation and batches ({d.seed}{ck})")
     p.add_argument("--out", default=d.out, metavar="DIR", help="checkpoint.pt and metrics.json go here (%(default)s)")
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue from DIR/checkpoint.pt: step count, optimizer, and its --text unless given",
+        help="continue from DIR/checkpoint.pt: step count, optimizer, sizes and its --text unless given",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="start over in an --out that holds a checkpoint, replacing it"
     )
     p.add_argument(
         "--eval-every",
         metavar="N",
-        type=int,
-        default=d.eval_every,
-        help="validate and checkpoint every N steps (%(default)s)",
+        type=positive_int,
+        help=f"validate and checkpoint every N steps ({d.eval_every}{ck})",
     )
     p.add_argument(
         "--eval-batches",
         metavar="N",
-        type=int,
-        default=d.eval_batches,
-        help="validation batches per evaluation (%(default)s)",
+        type=positive_int,
+        help=f"validation batches per evaluation ({d.eval_batches}{ck})",
     )
     p.add_argument(
         "--val-fraction",
         metavar="X",
-        type=float,
-        default=d.val_fraction,
-        help="share of the text held out (%(default)s)",
+        type=fraction,
+        help=f"share of the text held out ({d.val_fraction}{ck})",
+    )
+    p.add_argument(
+        "--threads",
+        metavar="N",
+        type=count,
+        default=d.threads,
+        help="CPU threads; 0 = measure 1, half and all on the first steps and keep the fastest (%(default)s)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar or validation lines")
 
@@ -93,14 +193,20 @@ def _add_sample_args(p: argparse.ArgumentParser, standalone: bool = True) -> Non
     if standalone:
         p.add_argument("--checkpoint", required=True, metavar="PATH", help="a checkpoint.pt written by train")
         p.add_argument(
-            "--seed", dest="sample_seed", type=int, default=0, metavar="S", help="sampling seed (%(default)s)"
+            "--seed", dest="sample_seed", type=seed, default=0, metavar="S", help="sampling seed (%(default)s)"
         )
     p.add_argument("--prime", default=None, metavar="TEXT", help="text to start from (default: a newline)")
-    p.add_argument("--length", type=int, default=300, metavar="N", help="characters to generate (%(default)s)")
+    p.add_argument("--length", type=count, default=300, metavar="N", help="characters to generate (%(default)s)")
     p.add_argument(
-        "--temperature", type=float, default=0.8, metavar="X", help="softmax temperature; 0 = greedy (%(default)s)"
+        "--temperature",
+        type=temperature,
+        default=0.8,
+        metavar="X",
+        help="softmax temperature, finite, >= 0; 0 = greedy (%(default)s)",
     )
-    p.add_argument("--top-k", type=int, default=0, metavar="K", help="sample among the K likeliest characters; 0 = all")
+    p.add_argument(
+        "--top-k", type=count, default=0, metavar="K", help="sample among the K likeliest characters; 0 = all"
+    )
 
 
 def _add_inspect_parser(sub) -> None:
@@ -122,7 +228,7 @@ def _add_inspect_parser(sub) -> None:
     src.add_argument("--prime", metavar="TEXT", help="the text itself, given on the command line")
     p.add_argument(
         "--length",
-        type=int,
+        type=positive_int,
         default=2000,
         metavar="N",
         help="use the first N characters (the last N of the default text) (%(default)s)",
@@ -132,7 +238,8 @@ def _add_inspect_parser(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fused-rnn", description="Train and sample character-level RNNs.")
+    parser = OneLineParser(prog="fused-rnn", description="Train and sample character-level RNNs.")
+    parser.add_argument("--version", action="version", version=f"fused-rnn {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train a model", description="Train a char-RNN; torchrun runs it on N processes.")
     _add_train_args(p)
@@ -159,7 +266,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train_config(ns: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(**{f.name: getattr(ns, f.name) for f in fields(TrainConfig)})
+    """The options given, then (on --resume) the checkpoint's config, then the defaults."""
+    given = {f.name: getattr(ns, f.name) for f in fields(TrainConfig) if hasattr(ns, f.name)}
+    held: dict = {}
+    if given.get("resume"):
+        ckpt_path = Path(given["out"]) / "checkpoint.pt"
+        if ckpt_path.exists():
+            from .train import load_checkpoint
+
+            held = load_checkpoint(ckpt_path)["config"]
+    values = {}
+    for name in FROM_CHECKPOINT:
+        v = given.get(name)
+        if v is None and name in held and held[name] is not None:
+            v = held[name]
+        values[name] = getattr(DEFAULTS, name) if v is None else v
+    given.update(values)
+    return replace(DEFAULTS, **given)
+
+
+def _resume_command(argv: list[str]) -> str:
+    """The command that continues an interrupted run: the same options, with --resume, without --force."""
+    prog = "python -m fused_rnn" if Path(sys.argv[0]).name == "__main__.py" else "fused-rnn"
+    args = [a for a in argv if a != "--force"]
+    if "--resume" not in args:
+        args.append("--resume")
+    return f"{prog} {shlex.join(args)}"
 
 
 def _run_bench(args: list[str]) -> int:
@@ -169,31 +301,41 @@ def _run_bench(args: list[str]) -> int:
     return runner.main(args) or 0
 
 
+#: The demo's comparison: the two models, and how many alternating rounds of the benchmark's timer each gets.
+RATE_KINDS = ("fused", "reference")
+SPEED_ROUNDS = 3
+
+
 def _speed_line(cfg: TrainConfig) -> str:
-    """Forward + backward of both models on one batch, three timed after a warm-up: chars/s and the ratio."""
-    from .train import Objective, build_model, resolve_device
+    """Forward + backward of both models on one batch, timed as the benchmark times (a warm-up, then the
+    median of repeats, one CPU thread), in SPEED_ROUNDS alternating rounds: chars/s (median round) and the
+    median of the rounds' ratios."""
+    import torch
+
+    from .bench.runner import time_ms
+    from .train import Objective, build_model, planned_backend, resolve_device
 
     device = resolve_device(cfg.device)
-    x = torch.randint(0, 64, (cfg.batch_size, cfg.seq_len), device=device)
-    rates = {}
-    for kind in ("fused", "reference"):
-        obj = Objective(build_model(kind, 64, cfg.embed, cfg.hidden).to(device), cfg.objective)
-        for i in range(4):  # one warm-up, three timed
-            if i == 1:
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                t0 = time.perf_counter()
-            obj(x, x)[0].backward()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        rates[kind] = 3 * x.numel() / (time.perf_counter() - t0)
-    from .ops import resolve_backend
-
-    backend = resolve_backend(torch.empty(1, 1, cfg.hidden, device=device), "auto")[0]
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(1)  # as the benchmark runner: steady on a busy machine
+    try:
+        x = torch.randint(0, 64, (cfg.batch_size, cfg.seq_len), device=device)
+        objs = {k: Objective(build_model(k, 64, cfg.embed, cfg.hidden).to(device), cfg.objective) for k in RATE_KINDS}
+        times: dict[str, list[float]] = {k: [] for k in RATE_KINDS}
+        for _ in range(SPEED_ROUNDS):  # alternate the two, so a burst of load elsewhere hits both
+            for kind, obj in objs.items():
+                times[kind].append(time_ms(lambda obj=obj: obj(x, x)[0].backward(), device, quick=False))
+    finally:
+        torch.set_num_threads(threads)
+    rates = {k: x.numel() / (statistics.median(v) / 1e3) for k, v in times.items()}
+    ratio = statistics.median(r / f for f, r in zip(times["fused"], times["reference"], strict=True))
+    backend = planned_backend("fused", device, cfg.batch_size, cfg.hidden)
     return (
         f"forward+backward speed, one batch B={cfg.batch_size} T={cfg.seq_len} H={cfg.hidden} "
-        f"({device.type}, {backend} backend; no optimizer step): FusedCharRNN {rates['fused']:,.0f} chars/s, "
-        f"CharLoopModel {rates['reference']:,.0f} chars/s ({rates['fused'] / rates['reference']:.1f}x)"
+        f"({device.type}, {backend} backend; no optimizer step; median of repeats, as fused-rnn bench): "
+        f"FusedCharRNN {rates['fused']:,.0f} chars/s, "
+        f"CharLoopModel {rates['reference']:,.0f} chars/s ({ratio:.1f}x)"
     )
 
 
@@ -212,12 +354,50 @@ def _demo_report(cfg: TrainConfig) -> str:
     return f"inspect: the model's insides on 2,000 held-out characters: open {out / 'index.html'} in a browser"
 
 
+def _memory_error(exc: BaseException) -> str | None:
+    """One line for an allocation that failed despite the checks, or None for any other error."""
+    text = str(exc)
+    if isinstance(exc, MemoryError) or "out of memory" in text.lower() or "can't allocate memory" in text:
+        first = text.strip().splitlines()[0][:160] if text.strip() else type(exc).__name__
+        return f"out of memory: {first}; use smaller sizes"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    """The `fused-rnn` command line; returns the exit status (2 for unusable input, with one `error:` line)."""
+    """The `fused-rnn` command line; returns the exit status.
+
+    2: unusable input, with one `error:` line; 130 / 143: stopped by SIGINT / SIGTERM (training saved
+    its last step and printed how to resume); never a traceback for these.
+    """
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    old_term = None
+    if threading_main():
+        old_term = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as exc:
+        code = 143 if isinstance(exc, Terminated) else 130
+        name = "SIGTERM" if code == 143 else "SIGINT"
+        sys.stdout.flush()
+        print(f"\n{name}: stopped", file=sys.stderr)
+        return code
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+
+
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _main(argv: list[str]) -> int:
     if argv[:1] == ["bench"]:  # everything after it is the benchmark's own, options included
         return _run_bench(argv[1:])
     ns = build_parser().parse_args(argv)
+    from .train import TrainingStopped
+
     try:
         if ns.command == "sample":
             from .sample import sample
@@ -230,7 +410,17 @@ def main(argv: list[str] | None = None) -> int:
             print(inspect_command(ns.checkpoint, ns.text, ns.prime, ns.length, ns.out, ns.device))
             return 0
         cfg = _train_config(ns)
-        last = train(cfg)
+        from .train import train
+
+        try:
+            last = train(cfg)
+        except TrainingStopped as exc:
+            if exc.code == 2:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            if os.environ.get("RANK", "0") == "0":
+                print(f"\n{exc}; resume with: {_resume_command(argv)}", file=sys.stderr)
+            return exc.code
         if os.environ.get("RANK", "0") != "0":
             return 0  # one report, from rank 0
         if "val_loss" not in last:
@@ -238,9 +428,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             model = {"fused": "FusedCharRNN", "reference": "CharLoopModel"}[last["model"]]
             procs = f"{last['processes']} process{'es' if last['processes'] > 1 else ''}"
+            where = last["device"] if last["device"] != "cpu" else f"cpu, {last['threads']}"
             print(
                 f"training speed: {last['chars_per_s']:,.0f} chars/s ({model}, {last['backend']} backend, "
-                f"{last['device']}, {procs}; training steps only, validation and checkpoints excluded)"
+                f"{where}, {procs}; training steps only, validation and checkpoints excluded)"
             )
             print(f"final: step {last['step']}, val {last['val_loss']:.3f} nats/char ({last['val_bpc']:.3f} bpc)")
         if ns.command == "demo":
@@ -257,4 +448,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except (DataError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as exc:
+        line = _memory_error(exc)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
         return 2

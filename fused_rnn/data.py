@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import os
+import stat
+import sys
+import unicodedata
 from pathlib import Path
 
 import torch
 
-#: The embedded default corpus: the source of these standard-library modules of the
-#: running interpreter (about 360 KB of Python on CPython 3.11), so the demo needs no download.
-DEFAULT_MODULES = (
-    "argparse",
-    "collections",
-    "csv",
-    "difflib",
-    "fractions",
-    "heapq",
-    "json.decoder",
-    "shlex",
-    "string",
-    "textwrap",
-)
-
-
-class DataError(ValueError):
-    """Unusable training text; the message is one line, fit for the command line."""
+from .config import DEFAULT_MODULES, DataError
 
 
 def default_text() -> str:
@@ -40,20 +28,90 @@ def default_text() -> str:
     return "\n".join(parts)
 
 
+#: A text with more than this share of control characters (other than tab, newline, CR, FF, VT) is binary.
+BINARY_SHARE = 0.1
+
+
+def text_source(path: str | None) -> str | None:
+    """What the checkpoint records of --text: an absolute path, "-" for standard input or a pipe, None for the
+    default."""
+    if path is None or path == "-":
+        return path
+    p = Path(path).expanduser().absolute()
+    if p.exists() and not p.is_file():
+        return "-"  # a pipe, a process substitution or a device: nothing to read again on resume
+    return str(p)
+
+
+def text_digest(text: str) -> str:
+    """sha256 of the text's UTF-8 bytes, as "sha256:<hex>"."""
+    return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _read(path: str) -> bytes:
+    """The bytes of --text: a file, standard input ("-"), a pipe or a device; one-line DataError otherwise."""
+    if path == "-":
+        if sys.stdin is None or sys.stdin.isatty():
+            raise DataError("--text -: standard input is a terminal; pipe the text in (--text - < FILE)")
+        return sys.stdin.buffer.read()
+    p = Path(path).expanduser()
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise DataError(f"--text: no such file: {path}") from None
+    except NotADirectoryError:
+        raise DataError(f"--text: {path}: a part of this path is a file, not a folder") from None
+    except OSError as exc:
+        raise DataError(f"--text: {path}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise DataError(f"--text: {path} is a directory; give a text file inside it")
+    try:
+        with open(p, "rb") as f:  # a regular file, or a pipe / process substitution / device read to its end
+            return f.read()
+    except PermissionError:
+        raise DataError(f"--text: {path}: permission denied") from None
+    except OSError as exc:
+        raise DataError(f"--text: {path}: cannot be read ({exc.strerror or exc})") from None
+
+
+def _what(path: str) -> str:
+    if path == "-":
+        return "standard input"
+    p = Path(path)
+    try:
+        st = os.stat(p)
+    except OSError:
+        return str(path)
+    if stat.S_ISCHR(st.st_mode):
+        return f"{path} (a device, not a file)"
+    if stat.S_ISFIFO(st.st_mode):
+        return f"{path} (a pipe)"
+    return str(path)
+
+
 def load_text(path: str | None) -> str:
-    """Read a UTF-8 file, or the embedded default when `path` is None."""
+    """Read a UTF-8 text: a file, "-" (standard input) or a pipe; the embedded default when `path` is None.
+
+    Refuses, in one line: a missing file, a directory, an empty input, bytes that are not UTF-8,
+    and a binary file (more than BINARY_SHARE control characters or NUL bytes).
+    """
     if path is None:
         return default_text()
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"--text: no such file: {path}")
-    raw = p.read_bytes()
+    raw = _read(path)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(f"--text: {path} is not UTF-8 text (byte {exc.start} is {raw[exc.start]:#04x})") from None
     if not text:
-        raise DataError(f"--text: {path} is empty")
+        raise DataError(f"--text: {_what(path)} is empty")
+    control = sum(1 for c in text if c not in "\t\n\r\f\v" and unicodedata.category(c) == "Cc")
+    if control > BINARY_SHARE * len(text):
+        nul = text.count("\0")
+        detail = f", {nul:,} of them NUL bytes" if nul else ""
+        raise DataError(
+            f"--text: {_what(path)} looks binary, not text: {control:,} of its {len(text):,} characters "
+            f"are control characters{detail}"
+        )
     return text
 
 

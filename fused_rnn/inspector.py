@@ -23,6 +23,7 @@ Positions: the text is c_0 .. c_{N-1}; h_t is the state after reading c_t
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import math
@@ -34,9 +35,10 @@ import torch
 import torch.nn.functional as F
 
 from .data import DataError, load_text
+from .files import atomic_save, atomic_write, check_dir, ensure_dir
 from .models import FusedCharRNN
-from .ops import fused_recurrence, resolve_backend
-from .train import load_checkpoint, model_from_checkpoint, resolve_device
+from .ops import fused_recurrence
+from .train import load_checkpoint, model_from_checkpoint, planned_backend, resolve_device
 
 #: What the error line says when matplotlib is missing.
 PLOT_HINT = 'inspect needs matplotlib: pip install "fused_rnn[plot]"'
@@ -70,14 +72,38 @@ def _require_matplotlib() -> type:
     return Figure
 
 
+#: The fonts the figures draw text with: tick labels in the monospace one, the rest in matplotlib's default.
+FONTS = ("DejaVu Sans Mono", "DejaVu Sans")
+
+
+@functools.cache
+def has_glyph(c: str) -> bool:
+    """Whether every font of FONTS has a glyph for the character c (else matplotlib draws a box and warns)."""
+    from matplotlib import font_manager
+    from matplotlib.ft2font import FT2Font
+
+    for family in FONTS:
+        path = font_manager.findfont(font_manager.FontProperties(family=family), fallback_to_default=True)
+        if FT2Font(path).get_char_index(ord(c)) == 0:
+            return False
+    return True
+
+
 def show_char(c: str) -> str:
-    """A visible stand-in for one character in figure labels: newline, space and tab get a symbol."""
+    """A visible stand-in for one character in figure labels, drawn with a glyph the fonts have.
+
+    Newline, space, tab and CR get a symbol; other unprintable characters, and any the fonts lack
+    (CJK, emoji), an escape such as \\x00 or \\u4e2d, which is plain ASCII.
+    """
     special = {"\n": "⏎", " ": "␣", "\t": "⇥", "\r": "␍"}
-    if c in special:
+    if c in special and has_glyph(special[c]):
         return special[c]
-    if not c.isprintable():
-        return f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}"
-    return c
+    if c == "$":  # matplotlib's mathtext reads a dollar: escaped, it draws as itself
+        return "\\$"
+    if c.isprintable() and has_glyph(c):
+        return c
+    o = ord(c)
+    return f"\\x{o:02x}" if o < 256 else (f"\\u{o:04x}" if o < 0x10000 else f"\\U{o:08x}")
 
 
 def char_classes(text: str) -> dict[str, np.ndarray]:
@@ -297,7 +323,7 @@ def plot_cell(Figure: type, path: Path, vocab_size: int, n_fac: int, n_hidden: i
         fontsize=11.5,
     )
     ax.text(0.3, 0.3, f"V = {v} characters, n_fac = {f}, H = {h};  {total:,} parameters in all", fontsize=9.5)
-    fig.savefig(path, dpi=DPI)
+    atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=DPI, format="png"))
 
 
 def plot_unrolled(
@@ -354,7 +380,7 @@ def plot_unrolled(
         _arrow(ax, (prev, yh), (x - 0.38, yh), "$W_h$" if t == 0 else "", color="#b03030")
     cb = fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), cax=cax)
     cb.set_label("$\\|h_t\\|$")
-    fig.savefig(path, dpi=DPI)
+    atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=DPI, format="png"))
 
 
 def _spread(ys: list[float], gap: float, lo: float, hi: float) -> list[float]:
@@ -410,7 +436,7 @@ def plot_hidden(Figure: type, path: Path, text: str, hs: np.ndarray, order: np.n
     ax.set_title("hidden state $h_t$ (blue −1 … red +1)", fontsize=11)
     cb = fig.colorbar(im, cax=cax)
     cb.ax.tick_params(labelsize=8)
-    fig.savefig(path, dpi=DPI)
+    atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=DPI, format="png"))
 
 
 def plot_units(
@@ -445,7 +471,7 @@ def plot_units(
     fig.subplots_adjust(
         left=0.05, right=0.93, top=1 - 0.45 / (0.95 * rows + 1.0), bottom=0.5 / (0.95 * rows + 1.0), hspace=0.15
     )
-    fig.savefig(path, dpi=DPI)
+    atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=DPI, format="png"))
 
 
 def plot_surprisal(Figure: type, path: Path, surprisal: np.ndarray, vocab_size: int) -> None:
@@ -468,7 +494,7 @@ def plot_surprisal(Figure: type, path: Path, surprisal: np.ndarray, vocab_size: 
         fontsize=10,
     )
     ax.legend(fontsize=8, loc="upper right")
-    fig.savefig(path, dpi=DPI)
+    atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=DPI, format="png"))
 
 
 def plot_gradients(Figure: type, path: Path, norms: np.ndarray) -> None:
@@ -498,7 +524,7 @@ def plot_gradients(Figure: type, path: Path, norms: np.ndarray) -> None:
     ax.set_title(f"memory through time (mean over {norms.shape[0]} positions)", fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    fig.savefig(path, dpi=DPI)
+    atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=DPI, format="png"))
 
 
 def plot_eigenvalues(Figure: type, path: Path, eig: np.ndarray) -> None:
@@ -520,7 +546,7 @@ def plot_eigenvalues(Figure: type, path: Path, eig: np.ndarray) -> None:
     ax.set_ylabel("Im")
     ax.set_title("eigenvalues of $W_h$ (l_hidden.weight)", fontsize=10)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, frameon=False)
-    fig.savefig(path, dpi=DPI)
+    atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=DPI, format="png"))
 
 
 _PAGE_CSS = """
@@ -603,6 +629,7 @@ def write_page(path: Path, data: dict, text: str, hs_window: np.ndarray) -> None
 {html.escape(data["device"])} ({html.escape(data["backend"])} recurrence): mean surprisal {s["mean_nats"]:.3f} nats
 per character ({s["bits_per_char"]:.3f} bits). Every number behind these figures is in
 <a href="inspect.json">inspect.json</a>.</p>
+{f'<p class="note"><b>Note:</b> {html.escape(data["source"])}.</p>' if data.get("source") else ""}
 
 <h2>1. The cell: two fully connected layers and an add</h2>
 <p>Each character is looked up in <code>e</code>, passed through <code>l_in</code> and a relu, added to the previous
@@ -642,7 +669,7 @@ tanh saturating the gradient shrinks faster than the spectral radius of W<sub>h<
 <img src="eigenvalues.png" alt="eigenvalues of W_h and the unit circle"></div>
 </body></html>
 """
-    path.write_text(doc, encoding="utf-8")
+    atomic_write(path, doc)
 
 
 def inspect_checkpoint(
@@ -656,6 +683,7 @@ def inspect_checkpoint(
     unroll: int = 8,
     max_distance: int = 64,
     max_positions: int = 256,
+    training_chars: int = 0,
 ) -> dict:
     """Run the first `length` characters of `text` through `checkpoint`; write the page, PNGs and JSON.
 
@@ -669,6 +697,7 @@ def inspect_checkpoint(
         unroll: characters in the unrolled graph.
         max_distance: the largest distance k of the gradient curve.
         max_positions: the most end positions the gradient curve averages over.
+        training_chars: how many characters at the start of `text` the model was trained on (labelled so).
 
     Returns:
         The dict written to inspect.json. With N = len(text[:length]):
@@ -705,11 +734,7 @@ def inspect_checkpoint(
     if len(text) < 2:
         raise DataError("the text to inspect needs at least 2 characters: one to read and one to predict")
     dev = resolve_device(device)
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DataError(f"--out: cannot create {out} ({exc.strerror or exc})") from None
+    out = ensure_dir(out_dir, "--out")
 
     model.to(dev).eval()
     tokens = vocab.encode(text).to(dev)
@@ -718,7 +743,7 @@ def inspect_checkpoint(
         hs_t, _ = model.recur(tokens[None])  # (N, 1, H)
         hs_t = hs_t[:, 0]
         logp_t = F.log_softmax(model.l_out(hs_t), dim=-1)  # (N, V): row t predicts c_{t+1}
-    backend = resolve_backend(hs_t.new_empty(n, 1, h_size), model.backend)[0]
+    backend = planned_backend("fused", dev, 1, h_size) if model.backend == "auto" else model.backend
     positions, gnorms = memory_curve(model, tokens, hs_t, max_distance, max_positions)
 
     hs = hs_t.double().cpu().numpy()
@@ -780,6 +805,13 @@ def inspect_checkpoint(
         "unit_class_correlation": {k: np.round(v, 5).tolist() for k, v in corr.items()},
         "unrolled": {"chars": text[:un], "h_norms": unorms.tolist(), "p_next": p_next},
         "figures": list(FIGURES),
+        "training_chars": min(training_chars, n),
+        "source": (
+            f"the first {min(training_chars, n):,} of these {n:,} characters are training text, not held out "
+            "(--length is longer than the held-out end)"
+            if training_chars
+            else None
+        ),
         "notes": {
             "positions": "h_t is the state after reading c_t (h_{-1} = 0); the output at t predicts c_{t+1}",
             "surprisal": "surprisal[i] = -log p(c_{i+1} | c_0..c_i) in nats; top3[i] are the guesses for c_{i+1}",
@@ -798,13 +830,23 @@ def inspect_checkpoint(
     plot_eigenvalues(Figure, out / "eigenvalues.png", eig)
     write_page(out / "index.html", data, text, hs[:wn])
     data["seconds"] = time.perf_counter() - t_start
-    (out / "inspect.json").write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
+    atomic_write(out / "inspect.json", json.dumps(data, indent=1, ensure_ascii=False))
     return data
+
+
+def held_out_part(checkpoint: str | Path, length: int = DEFAULT_LENGTH) -> tuple[str, int]:
+    """The last `length` characters of the text the checkpoint was trained on, and how many of them (at the
+    start) are training text: the held-out end is the last max(10% (--val-fraction), --seq-len + 1) characters."""
+    c = load_checkpoint(checkpoint)["config"]
+    text = load_text(c.get("text"))
+    n_val = max(int(len(text) * float(c.get("val_fraction", 0.1))), int(c.get("seq_len", 0)) + 1)
+    part = text[-length:]
+    return part, max(0, len(part) - n_val)
 
 
 def held_out_text(checkpoint: str | Path, length: int = DEFAULT_LENGTH) -> str:
     """The last `length` characters of the text the checkpoint was trained on (the validation end)."""
-    return load_text(load_checkpoint(checkpoint)["config"].get("text"))[-length:]
+    return held_out_part(checkpoint, length)[0]
 
 
 def inspect_command(
@@ -813,13 +855,15 @@ def inspect_command(
     """`fused-rnn inspect`: read --text FILE, or take --prime TEXT, or else the held-out end of the
     checkpoint's own training text; inspect, and return the report lines."""
     _require_matplotlib()
+    check_dir(out, "--out")  # before any work; created once the inputs are known to be good
+    training = 0
     if text_path is not None:
         text = load_text(text_path)
     elif prime is not None:
         text = prime
     else:
-        text = held_out_text(checkpoint, length)
-    data = inspect_checkpoint(checkpoint, text, out, length=length, device=device)
+        text, training = held_out_part(checkpoint, length)
+    data = inspect_checkpoint(checkpoint, text, out, length=length, device=device, training_chars=training)
     page = Path(out) / "index.html"
     best = ", ".join(f"u{m['unit']} {m['class']} r={m['correlation']:+.2f}" for m in data["units"][:3])
     return (
@@ -827,6 +871,7 @@ def inspect_command(
         f"{data['summary']['mean_nats']:.3f} nats/char, spectral radius of W_h {data['spectral_radius']:.3f}\n"
         f"units: {best}\n"
         f"wrote {page} (and inspect.json and {len(data['figures'])} PNGs beside it)"
+        + (f"\nnote: {data['source']}" if training else "")
     )
 
 

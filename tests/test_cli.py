@@ -200,7 +200,7 @@ def test_bad_checkpoints_are_refused(kind, tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "HACKED").exists()  # weights_only: nothing ran
     expected = {"hostile": "could run code", "foreign": "not a fused_rnn checkpoint", "missing": "no such file"}
     expected["text"] = "is not a torch.save file (it starts with b'Firs')"
-    assert expected.get(kind, "cannot be loaded") in err
+    assert expected.get(kind, "is damaged or truncated") in err
 
 
 def test_resume_with_another_shape_is_refused(text_file, tmp_path, capsys):

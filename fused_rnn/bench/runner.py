@@ -31,8 +31,10 @@ import math
 import os
 import platform
 import re
+import signal
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -40,6 +42,8 @@ from typing import Any
 
 import torch
 
+from ..config import DataError, OneLineParser
+from ..files import atomic_save, atomic_write, ensure_dir
 from ..launch import TF32X3_ENV
 from .case import DEFAULT_PRECISIONS, NFAC, PRECISIONS, TOLERANCE, VOCAB, Case, Ctx, fmt_x, within, worst_error
 from .cases import CASES
@@ -182,26 +186,65 @@ def geomean(values: Sequence[float | None]) -> float | None:
     return statistics.geometric_mean(vals) if vals else None
 
 
-def run_precision(cases: Sequence[Case], grid: Mapping[str, Sequence[int]], ctx: Ctx) -> dict:
-    """Every point of every case in one precision, with the geometric means and the failure count."""
+class Progress:
+    """n/N points done and an ETA from the mean time per point so far, for the log lines."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.t0 = total, 0, time.perf_counter()
+
+    def tick(self) -> str:
+        self.done += 1
+        elapsed = time.perf_counter() - self.t0
+        left = elapsed / self.done * (self.total - self.done)
+        return f"[{self.done}/{self.total} ETA {_duration(left)}]"
+
+
+def _duration(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def run_precision(
+    cases: Sequence[Case],
+    grid: Mapping[str, Sequence[int]],
+    ctx: Ctx,
+    block: dict | None = None,
+    progress: Progress | None = None,
+) -> dict:
+    """Every point of every case in one precision, with the geometric means and the failure count.
+
+    Rows go into `block` as they are measured, so an interrupt (KeyboardInterrupt, re-raised) leaves
+    the points measured so far in it, summarised.
+    """
+    block = {} if block is None else block
     fl = floors(ctx)
-    block: dict = dict(dtype=str(ctx.dtype).removeprefix("torch."), tolerance=TOLERANCE[ctx.prec], floors=fl)
+    block.update(dtype=str(ctx.dtype).removeprefix("torch."), tolerance=TOLERANCE[ctx.prec], floors=fl)
     block["tolerances"] = {c.name: c.tolerance[ctx.prec] for c in cases}
-    for case in cases:
-        torch.manual_seed(0)  # each case's inputs do not depend on which cases ran before it
-        block[case.name] = []
-        for shape in case.points(grid):
-            r = run_point(case, shape, ctx, fl)
-            block[case.name].append(r)
-            log_point(case, ctx, r, shape)
-    for case in cases:
+    try:
+        for case in cases:
+            torch.manual_seed(0)  # each case's inputs do not depend on which cases ran before it
+            block[case.name] = []
+            for shape in case.points(grid):
+                r = run_point(case, shape, ctx, fl)
+                block[case.name].append(r)
+                if progress is not None:
+                    print(progress.tick(), end=" ")
+                log_point(case, ctx, r, shape)
+    finally:
+        summarise(cases, block)
+    return block
+
+
+def summarise(cases: Sequence[Case], block: dict) -> None:
+    """The geometric means, the fused backends and the failure count of the rows in a block."""
+    present = [c for c in cases if c.name in block]
+    for case in present:
         for s in case.speedups:
             if s.geomean:
                 block[f"geomean_{s.name}"] = geomean([r[s.key] for r in block[case.name]])
-    rows = [r for c in cases for r in block[c.name]]
+    rows = [r for c in present for r in block[c.name]]
     block["fused_backends"] = sorted({r["backend"] for r in rows if "backend" in r})
     block["failed_points"] = sum(not r["ok"] for r in rows)
-    return block
 
 
 def check_registry(cases: Sequence[Case]) -> None:
@@ -233,7 +276,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda: no CUDA device is available")
+        raise DataError("--device cuda: no CUDA device is available")
     return torch.device(name)
 
 
@@ -245,16 +288,51 @@ def precisions(arg: str | None, device: torch.device) -> list[str]:
     chosen = [p.strip() for p in arg.split(",") if p.strip()]
     bad = [p for p in chosen if p not in allowed]
     if bad:
-        raise SystemExit(f"error: --precision: {bad} not among {allowed} on {device.type}")
+        raise DataError(f"--precision: {', '.join(bad)} not among {', '.join(allowed)} on {device.type}")
     return chosen
 
 
+def point_bytes(shape: Mapping[str, int]) -> int:
+    """An estimate of one point's float32 memory: the weights and their copies (H^2 each), the
+    inputs, states and gradients of both sides (T B H each), with a margin for the reference models."""
+    B = max(v for k, v in shape.items() if k.endswith("B"))
+    T = max(v for k, v in shape.items() if k.endswith("T"))
+    H = max(v for k, v in shape.items() if k.endswith("H"))
+    return 4 * (8 * H * H + 16 * T * B * H + 2 * VOCAB * H)
+
+
+def check_memory(cases: Sequence[Case], grid: Mapping[str, Sequence[int]], device: torch.device) -> None:
+    """Refuse a grid whose largest point cannot fit, before anything is allocated, saying how much it needs."""
+    from ..train import MEMORY_SHARE, _gib, available_memory
+
+    free = available_memory(device)
+    if free is None:
+        return
+    shapes = [shape for case in cases for shape in case.points(grid)]
+    worst = max(shapes, key=point_bytes, default=None)
+    if worst is not None and point_bytes(worst) > MEMORY_SHARE * free:
+        where = " ".join(f"{k}={v}" for k, v in worst.items())
+        raise DataError(
+            f"--B/--T/--H: the point {where} needs about {_gib(point_bytes(worst))} of memory; "
+            f"{device.type} has {_gib(free)} free. Use smaller sizes"
+        )
+
+
+def total_points(cases: Sequence[Case], grid: Mapping[str, Sequence[int]], precs: Sequence[str]) -> int:
+    return len(precs) * sum(len(case.points(grid)) for case in cases)
+
+
 def run(args: argparse.Namespace, cases: Sequence[Case] = CASES) -> dict:
-    """The whole benchmark; restores the global precision settings and the CPU thread count afterwards."""
+    """The whole benchmark; restores the global precision settings and the CPU thread count afterwards.
+
+    On KeyboardInterrupt (Ctrl-C, SIGTERM) it stops and returns what it measured, with
+    res["interrupted"] saying where.
+    """
     check_registry(cases)
     device = resolve_device(args.device)
     grid = build_grid(cases, args.quick, dict(B=args.B, T=args.T, H=args.H))
     precs = precisions(args.precision, device)
+    check_memory(cases, grid, device)
     threads = torch.get_num_threads()
     if device.type == "cpu":
         # one thread: with the default pool the first calls of each shape stall ~130 ms each
@@ -269,10 +347,19 @@ def run(args: argparse.Namespace, cases: Sequence[Case] = CASES) -> dict:
     res: dict = dict(info=device_info(device), grid=grid, precision_list=precs, precisions={})
     res["cases"] = [c.name for c in cases]
     timer = functools.partial(time_ms, device=device, quick=args.quick)
+    progress = Progress(total_points(cases, grid, precs))
     try:
         for prec in precs:
             ctx = Ctx(device, prec, set_precision(prec), args.quick, timer)
-            res["precisions"][prec] = run_precision(cases, grid, ctx)
+            block = res["precisions"][prec] = {}
+            run_precision(cases, grid, ctx, block, progress)
+    except KeyboardInterrupt as exc:
+        name = "SIGTERM" if type(exc).__name__ == "Terminated" else "SIGINT"
+        done = sum(len(b.get(c.name, [])) for b in res["precisions"].values() for c in cases)
+        res["interrupted"] = f"{name} after {done} of {progress.total} points"
+        res["precisions"] = {p: b for p, b in res["precisions"].items() if any(c.name in b for c in cases)}
+        res["precision_list"] = list(res["precisions"])
+        res["exit_code"] = 143 if name == "SIGTERM" else 130
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[:2]
         torch.set_float32_matmul_precision(saved[2])
@@ -292,7 +379,7 @@ def md_header(res: dict) -> list[str]:
     threads = f", {i['cpu_threads']} CPU thread(s)" if i.get("cpu_threads") else ""
     if i.get("triton_interpret"):
         threads += ", TRITON_INTERPRET=1 (fused kernels in Triton's CPU interpreter)"
-    return [
+    lines = [
         f"# fused_rnn benchmark: {i['device']}, {i['date']}",
         "",
         f"- device: {i['device']}{threads}",
@@ -303,6 +390,9 @@ def md_header(res: dict) -> list[str]:
         "  FAIL: over the precision's tolerance, left out of the speedups",
         "- floor/step (GPU): 2·B·H² FLOPs at the measured matmul rate / launch latency, in µs",
     ]
+    if res.get("interrupted"):
+        lines.append(f"- **interrupted** ({res['interrupted']}): the tables hold the points measured before it")
+    return lines
 
 
 def md_case(case: Case, block: dict) -> list[str]:
@@ -352,60 +442,96 @@ def markdown(res: dict, cases: Sequence[Case] = CASES) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_panel(ax: Any, rows: list[dict], key: str, title: str) -> None:
-    """Bars of rows[key] grouped by H; one bar per (T, B) inside a group."""
+def plot_panel(ax: Any, rows: list[dict], key: str, title: str, shape_keys: Sequence[str] = ("B", "T", "H")) -> None:
+    """Bars of rows[key] grouped by H; one bar per combination of the point's other shape keys inside a group.
+
+    The y axis always holds 1.0 (the dashed "as fast" line), on a log scale when the bars span more than 20x.
+    """
     import matplotlib.pyplot as plt
 
+    others = [k for k in shape_keys if k != "H"]
     hs = sorted({r["H"] for r in rows})
-    combos = sorted({(r["T"], r["B"]) for r in rows})
-    bs = sorted({b for _, b in combos})
-    colors = {b: plt.cm.viridis(i / max(1, len(bs) - 1) * 0.85) for i, b in enumerate(bs)}
-    hatches = {t: h for t, h in zip(sorted({t for t, _ in combos}), ["", "//", "..", "xx"], strict=False)}
+    combos = sorted({tuple(r.get(k, 0) for k in others) for r in rows})
+    colors = {c: plt.cm.viridis(i / max(1, len(combos) - 1) * 0.85) for i, c in enumerate(combos)}
     width = 0.8 / max(1, len(combos))
-    by_key = {(r["H"], r["T"], r["B"]): r for r in rows}
-    for j, (T, B) in enumerate(combos):
+    by_key = {(r["H"], tuple(r.get(k, 0) for k in others)): r for r in rows}
+    for j, combo in enumerate(combos):
         for i, H in enumerate(hs):
-            r = by_key.get((H, T, B))
+            r = by_key.get((H, combo))
             if r is None:
                 continue
             x = i - 0.4 + (j + 0.5) * width
             v = r.get(key)
-            label = f"T={T} B={B}" if i == 0 else None
-            ax.bar(
-                x, v or math.nan, width, color=colors[B], hatch=hatches.get(T, ""), edgecolor="k", lw=0.3, label=label
-            )
+            label = " ".join(f"{k}={c}" for k, c in zip(others, combo, strict=True)) if i == 0 else None
+            ax.bar(x, v or math.nan, width, color=colors[combo], edgecolor="k", lw=0.3, label=label)
             if v is None:
                 ax.text(x, 1.0, "FAIL", rotation=90, ha="center", va="bottom", fontsize=6, color="red")
-    vals = [r[key] for r in rows if r.get(key)] + [1.0]  # log scale when the bars and the 1x line are far apart
-    if max(vals) / min(vals) > 20:
+    vals = [r[key] for r in rows if r.get(key)] + [1.0]
+    lo, hi = min(vals), max(vals)
+    if hi / lo > 20:  # log scale when the bars and the 1x line are far apart
         ax.set_yscale("log")
+        ax.set_ylim(lo / 1.5, hi * 1.5)
+    else:
+        ax.set_ylim(0, hi * 1.15)
     ax.axhline(1.0, color="k", lw=0.8, ls="--")
     ax.set_xticks(range(len(hs)), [f"H={h}" for h in hs])
     ax.set_ylabel("speedup of the fused path (x)")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=6, ncol=2)
+    if len(combos) <= 24:
+        ax.legend(fontsize=6, ncol=2)
+
+
+def panels(cases: Sequence[Case], block: Mapping) -> list[tuple[Case, str, str]]:
+    """(case, speedup key, title) of every measured case: its own `plots`, else each of its speedups."""
+    out = []
+    for c in cases:
+        if not block.get(c.name):
+            continue
+        out += [(c, key, title) for key, title in c.plots] or [(c, s.key, s.label) for s in c.speedups]
+    return out
+
+
+def torch_path_note(res: dict) -> str | None:
+    """A note for the figure when the fused side ran the PyTorch path on some points."""
+    rows = [r for b in res["precisions"].values() for v in b.values() if isinstance(v, list) for r in v]
+    rows = [r for r in rows if isinstance(r, dict) and "backend" in r]
+    torch_rows = sum(r["backend"] == "torch" for r in rows)
+    if not torch_rows:
+        return None
+    return (
+        f"note: the fused side ran the PyTorch path (torch backend) on {torch_rows} of {len(rows)} points: "
+        "those bars compare PyTorch with PyTorch, not the Triton kernels"
+    )
 
 
 def plot(res: dict, path: Path, cases: Sequence[Case] = CASES) -> None:
-    """One column per precision, one row per panel the cases ask for (`Case.plots`). Needs matplotlib."""
+    """One column per precision, one row per panel: every measured case. Needs matplotlib."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     precs = list(res["precisions"])
-    panels = [(c, key, title) for c in cases if c.name in res["precisions"][precs[0]] for key, title in c.plots]
+    rows_of = panels(cases, res["precisions"][precs[0]]) if precs else []
     fig, axes = plt.subplots(
-        max(1, len(panels)), len(precs), figsize=(7 * len(precs), 11 / 3 * max(1, len(panels))), squeeze=False
+        max(1, len(rows_of)), max(1, len(precs)), figsize=(7 * max(1, len(precs)), 11 / 3 * max(1, len(rows_of))),
+        squeeze=False,
     )
     for col, prec in enumerate(precs):
         block = res["precisions"][prec]
-        for row, (case, key, title) in enumerate(panels):
-            plot_panel(axes[row][col], block[case.name], key, f"{prec}: {title}")
+        for row, (case, key, title) in enumerate(rows_of):
+            shape_keys = list(case.points(res["grid"])[0]) if case.points(res["grid"]) else ["B", "T", "H"]
+            plot_panel(axes[row][col], block.get(case.name, []), key, f"{prec}: {title}", shape_keys)
     i = res["info"]
-    fig.suptitle(f"fused path vs nn.RNN: {i['device']}, torch {i['torch']}, {i['date']}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    title = f"fused path vs PyTorch: {i['device']}, torch {i['torch']}, {i['date']}"
+    if res.get("interrupted"):
+        title += f" (interrupted: {res['interrupted']})"
+    fig.suptitle(title, fontsize=10)
+    note = torch_path_note(res)
+    if note:
+        fig.text(0.5, 0.005, note, ha="center", va="bottom", fontsize=8, color="#b03030", wrap=True)
+    fig.tight_layout(rect=(0, 0.03 if note else 0, 1, 1 - 0.1 / max(1, len(rows_of))))
+    atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
 
 
@@ -417,16 +543,17 @@ def slug(text: str) -> str:
 def write_outputs(
     res: dict, out: Path, quick: bool, with_plot: bool, cases: Sequence[Case] = CASES
 ) -> tuple[Path, str, bool]:
-    """Write <device>-<date>[-quick].json / .md / .png; returns the stem, the markdown and whether a PNG was written.
+    """Write <device>-<date>[-quick].json / .md / .png atomically (a temp file, then os.replace); returns the
+    stem, the markdown and whether a PNG was written.
 
     Without matplotlib the PNG is skipped with one line on stderr (PLOT_SKIPPED).
     """
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"{slug(res['info']['device'])}-{res['info']['date']}{'-quick' if quick else ''}"
-    Path(f"{stem}.json").write_text(json.dumps(res, indent=1))
+    atomic_write(f"{stem}.json", json.dumps(res, indent=1))
     md = markdown(res, cases)
-    Path(f"{stem}.md").write_text(md)
-    if not with_plot:
+    atomic_write(f"{stem}.md", md)
+    if not with_plot or not res["precisions"]:
         return stem, md, False
     try:
         import matplotlib  # noqa: F401
@@ -435,6 +562,14 @@ def write_outputs(
         return stem, md, False
     plot(res, Path(f"{stem}.png"), cases)
     return stem, md, True
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C: the benchmark writes the points it has and exits 143."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated
 
 
 def int_list(text: str) -> list[int]:
@@ -452,7 +587,7 @@ def build_parser(
     prog: str | None = "fused-rnn bench", default_out: Path | str = DEFAULT_OUT
 ) -> argparse.ArgumentParser:
     """The benchmark's options; `prog` names it in the usage line."""
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog=prog,
         description=__doc__.splitlines()[0],
         epilog=f"cases: {', '.join(c.name for c in CASES)}. Without matplotlib the .png is skipped "
@@ -485,11 +620,26 @@ def main(
     cases = CASES if cases is None else cases
     args = build_parser(prog, default_out).parse_args(None if argv is None else list(argv))
     t0 = time.perf_counter()
-    res = run(args, cases)
+    own_term = threading.current_thread() is threading.main_thread()
+    own_term = own_term and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    if own_term:  # run on its own (bench/bench.py): SIGTERM stops it as Ctrl-C does, writing what it has
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        ensure_dir(args.out, "--out")  # before anything runs: a file, a read-only folder
+        res = run(args, cases)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if own_term:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
     res["info"]["wall_s"] = round(time.perf_counter() - t0, 2)
     stem, md, png = write_outputs(res, Path(args.out), args.quick, not args.no_plot, cases)
     print(md)
     print(f"wrote {stem}.json, .md{', .png' if png else ''} in {res['info']['wall_s']} s", file=sys.stderr)
+    if res.get("interrupted"):
+        print(f"{res['interrupted']}: wrote the points measured so far", file=sys.stderr)
+        return res["exit_code"]
     failed = sum(block["failed_points"] for block in res["precisions"].values())
     if failed:
         print(f"error: {failed} point(s) failed the correctness check", file=sys.stderr)
