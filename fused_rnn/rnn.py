@@ -19,12 +19,14 @@ import torch.nn.functional as F
 from torch import _VF, Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from . import ops
+from . import launch, ops
 from .ops import BACKENDS, rnn_scan
 
 #: nn.RNN raises for `proj_size` given at all, whatever its value
 _NOT_GIVEN = object()
 _NO_SEQUENCE = "Expected sequence length to be larger than 0 in RNN"
+#: device type -> whether the kernels can run there at all (fixed when fused_rnn is imported)
+_KERNELS_RUN_ON: dict[str, bool] = {}
 
 
 class FusedRNN(nn.Module):
@@ -177,16 +179,20 @@ class FusedRNN(nn.Module):
         RNN, which raises nn.RNN's own error for mismatched devices or dtypes."""
         if self.backend == "torch":
             return False
+        kind = input.device.type
+        if kind not in _KERNELS_RUN_ON:  # a constant per device type: a dict lookup on the hot path
+            _KERNELS_RUN_ON[kind] = launch.unavailable_reason(input.device) is None
+        if self.backend == "auto" and not _KERNELS_RUN_ON[kind]:
+            return False
         autocast = ops._autocast_dtype(input.device)
 
         def dtype(t: Tensor) -> torch.dtype:
             return autocast if autocast is not None and t.dtype == torch.float32 else t.dtype
 
         want = dtype(input)
-        for t in (hx, *weights):
-            if not isinstance(t, Tensor) or t.device != input.device or dtype(t) != want:
-                return False
-        return ops.choose_backend(hx.shape[1], self.hidden_size, want, input.device, self.backend, 5) == "triton"
+        if ops.choose_backend(hx.shape[1], self.hidden_size, want, input.device, self.backend, 5) != "triton":
+            return False
+        return all(isinstance(t, Tensor) and t.device == input.device and dtype(t) == want for t in (hx, *weights))
 
     def forward(
         self, input: Tensor | PackedSequence, hx: Tensor | None = None
