@@ -1,5 +1,6 @@
 """fused_rnn: a persistent-weight Triton kernel for the character-level RNN recurrence."""
 
+from .convert import convert_rnns
 from .dispatch import KernelConfig, select_config
 from .models import FusedCharRNN
 from .ops import fused_recurrence, rnn_scan
@@ -11,6 +12,7 @@ __all__ = [
     "FusedCharRNN",
     "FusedRNN",
     "KernelConfig",
+    "convert_rnns",
     "fused_recurrence",
     "recurrence_reference",
     "rnn_scan",
