@@ -1,5 +1,6 @@
 """fused_rnn: a persistent-weight Triton kernel for the character-level RNN recurrence."""
 
+from .aten import disable, enable, enabled, is_enabled
 from .convert import convert_rnns
 from .dispatch import KernelConfig, select_config
 from .models import FusedCharRNN
@@ -13,7 +14,11 @@ __all__ = [
     "FusedRNN",
     "KernelConfig",
     "convert_rnns",
+    "disable",
+    "enable",
+    "enabled",
     "fused_recurrence",
+    "is_enabled",
     "recurrence_reference",
     "rnn_scan",
     "scan_reference",
