@@ -2,6 +2,10 @@
 gradients and training."""
 
 import copy
+import os
+import pathlib
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -144,3 +148,14 @@ def test_converted_model_trains_step_by_step_as_the_original(backend, device):
         for (n, a), b in zip(model.named_parameters(), ref.parameters(), strict=True):
             assert rel_err(a, b) <= tol, n
     assert losses[0] < 0.9 * nn.functional.cross_entropy(Tagger().to(device, dtype)(x).flatten(0, 1), y.flatten())
+
+
+def test_readme_convert_example_runs_as_written():
+    """README's "Convert an existing model" example, verbatim, in a fresh process on the CPU."""
+    text = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+    start = text.index("```python", text.index("### Convert an existing model")) + len("```python\n")
+    code = text[start : text.index("```", start)]
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "FusedRNN True"
