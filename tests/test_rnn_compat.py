@@ -324,3 +324,51 @@ def test_dynamo_refuses_nn_rnn_subclasses_and_compiles_fused_rnn():
     model = FusedRNN(3, 4, backend="torch")
     out = torch.compile(model, fullgraph=True, backend="eager")(x)[0]
     assert rel_err(out, model(x)[0]) <= TOL["fp32"]["fwd"]
+
+
+@pytest.mark.parametrize("kind", ["batched", "unbatched", "packed"])
+def test_pytorch_path_is_nn_rnns_own_bit_for_bit(kind, device):
+    """backend="torch" (and "auto" wherever the kernels do not run) calls aten::rnn_tanh / rnn_relu as nn.RNN does:
+    the same outputs and gradients to the bit, and no kernel launch."""
+    import fused_rnn.launch
+
+    ref, model = _pair("torch", device, num_layers=2, bidirectional=True, nonlinearity="relu", dropout=0.3)
+    ref.eval(), model.eval()
+    x = torch.randn(5, 3, 3, device=device)
+    inp = {
+        "batched": x,
+        "unbatched": x[:, 0],
+        "packed": pack_padded_sequence(x, torch.tensor([5, 2, 4]), enforce_sorted=False),
+    }[kind]
+    calls = dict(fused_rnn.launch.LAUNCHER_CALLS)
+    (out, hn), (rout, rhn) = model(inp), ref(inp)
+    out, rout = (o.data if kind == "packed" else o for o in (out, rout))
+    assert torch.equal(out, rout) and torch.equal(hn, rhn)
+    (out.sum() + hn.sum()).backward()
+    (rout.sum() + rhn.sum()).backward()
+    for (n, p), q in zip(model.named_parameters(), ref.parameters(), strict=True):
+        assert torch.equal(p.grad, q.grad), n
+    assert fused_rnn.launch.LAUNCHER_CALLS == calls
+
+
+def test_auto_runs_pytorch_where_the_kernels_cannot(device):
+    import fused_rnn.launch
+    import fused_rnn.ops
+
+    ref, model = _pair("auto", device)
+    ref.double(), model.double()  # float64: PyTorch's path, bit for bit
+    x = torch.randn(4, 2, 3, device=device, dtype=torch.float64)
+    calls = dict(fused_rnn.launch.LAUNCHER_CALLS)
+    assert torch.equal(model(x)[0], ref(x)[0])
+    with pytest.raises(ValueError, match="backend='triton' cannot run this input: torch.float64"):
+        FusedRNN(3, 5, backend="triton").to(device, torch.float64)(x)
+    big_ref, big = _pair("auto", device, hidden_size=1100)  # over the kernels' float32 limit
+    fused_rnn.ops._warned.clear()
+    xs = torch.randn(2, 1, 3, device=device)
+    if fused_rnn.launch.unavailable_reason(xs.device) is None:
+        with pytest.warns(UserWarning, match="H = 1100 is over the triton limit.*falling back"):
+            out = big(xs)[0]
+    else:
+        out = big(xs)[0]
+    assert torch.equal(out, big_ref(xs)[0])
+    assert fused_rnn.launch.LAUNCHER_CALLS == calls
