@@ -2,8 +2,8 @@
 
 Not a subclass of ``nn.RNN``: dynamo refuses every ``nn.RNNBase`` instance ("TorchDynamo purposely
 graph breaks on RNN, GRU, LSTMs"; ``torch._dynamo.config.allow_rnn`` is off by default), so a
-subclass could not be compiled with ``fullgraph=True`` (``tests/test_rnn.py`` checks that a subclass
-is refused and FusedRNN is not). Instead FusedRNN has nn.RNN's constructor, checks, attributes and
+subclass could not be compiled with ``fullgraph=True`` (``tests/test_rnn_compat.py`` checks that a
+subclass is refused and FusedRNN is not). Instead FusedRNN has nn.RNN's constructor, checks, attributes and
 methods, most of the latter taken from ``nn.RNNBase`` itself, so they say and do exactly what
 nn.RNN's do. ``isinstance(FusedRNN(...), nn.RNN)`` is False.
 """
@@ -25,8 +25,9 @@ from .ops import BACKENDS, rnn_scan
 #: nn.RNN raises for `proj_size` given at all, whatever its value
 _NOT_GIVEN = object()
 _NO_SEQUENCE = "Expected sequence length to be larger than 0 in RNN"
-#: device type -> whether the kernels can run there at all (fixed when fused_rnn is imported)
-_KERNELS_RUN_ON: dict[str, bool] = {}
+#: device type -> whether the kernels can run there at all (fixed when fused_rnn is imported); filled
+#: here for the usual types so that compiled code only reads it
+_KERNELS_RUN_ON: dict[str, bool] = {t: launch.unavailable_reason(torch.device(t)) is None for t in ("cpu", "cuda")}
 
 
 class FusedRNN(nn.Module):
