@@ -11,7 +11,10 @@ A ``torch.library.Library("aten", "IMPL")`` registers fused_rnn's Python kernel 
 ``requires_grad``) and at ``CUDA`` (reached under ``torch.inference_mode()``, where autograd keys
 are skipped). A kernel at an Autograd key runs above autograd: the ops it calls (the input GEMM,
 the ``fused_rnn::scan`` custom op with its registered backward) record the graph, so gradients
-flow to the input, ``hx`` and every weight. Calls the kernels do not take (another device, float64,
+flow to the input, ``hx`` and every weight. (Registered at ``CUDA`` alone, it would also run with
+autograd on, but under the dispatcher's deprecated "autograd kernel was not registered" fallback,
+which warns at backward and is to be removed: measured with torch 2.13 on the CPU keys.)
+Calls the kernels do not take (another device, float64,
 H over the kernels' limits, mismatched devices or dtypes, T = 0, unexpected shapes) run PyTorch's
 own C++ composite kernel (called at its key: cuDNN on CUDA, the native loop elsewhere), so
 they behave, and raise, exactly as without fused_rnn. `disable()` removes the registrations.
