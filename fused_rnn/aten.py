@@ -13,11 +13,11 @@ are skipped). A kernel at an Autograd key runs above autograd: the ops it calls 
 the ``fused_rnn::scan`` custom op with its registered backward) record the graph, so gradients
 flow to the input, ``hx`` and every weight. (Registered at ``CUDA`` alone, it would also run with
 autograd on, but under the dispatcher's deprecated "autograd kernel was not registered" fallback,
-which warns at backward and is to be removed: measured with torch 2.13 on the CPU keys.)
-Calls the kernels do not take (another device, float64,
-H over the kernels' limits, mismatched devices or dtypes, T = 0, unexpected shapes) run PyTorch's
-own C++ composite kernel (called at its key: cuDNN on CUDA, the native loop elsewhere), so
-they behave, and raise, exactly as without fused_rnn. `disable()` removes the registrations.
+which warns at backward and is to be removed: measured with torch 2.13 on the CPU keys.) Calls
+the kernels do not take (another device, float64, H over the kernels' limits, mismatched devices or
+dtypes, T = 0, unexpected shapes) run PyTorch's own C++ composite kernel (called at its key: cuDNN
+on CUDA, the native loop elsewhere), so they behave, and raise, exactly as without fused_rnn.
+`disable()` removes the registrations.
 
 Limits, by PyTorch's dispatcher: the override is per process and per dispatch key, not per
 module or thread; it does not reach ``torch.compile``d graphs that dynamo built (dynamo refuses
