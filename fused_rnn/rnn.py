@@ -77,7 +77,7 @@ class FusedRNN(nn.Module):
         proj_size=_NOT_GIVEN,
     ) -> None:
         # nn.RNN.__init__, then nn.RNNBase.__init__: the same checks in the same order, with the
-        # same exception types and messages (tests/test_rnn.py compares them with nn.RNN's)
+        # same exception types and messages (tests/test_rnn_compat.py compares them with nn.RNN's)
         if proj_size is not _NOT_GIVEN:
             raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
         if nonlinearity == "tanh":
