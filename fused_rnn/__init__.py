@@ -16,6 +16,11 @@ _LAZY = {
     "FusedCharRNN": "models",
     "FusedRNN": "rnn",
     "KernelConfig": "dispatch",
+    "convert_rnns": "convert",
+    "disable": "aten",
+    "enable": "aten",
+    "enabled": "aten",
+    "is_enabled": "aten",
     "fused_recurrence": "ops",
     "recurrence_reference": "reference",
     "rnn_scan": "ops",
@@ -28,7 +33,12 @@ __all__ = [
     "FusedCharRNN",
     "FusedRNN",
     "KernelConfig",
+    "convert_rnns",
+    "disable",
+    "enable",
+    "enabled",
     "fused_recurrence",
+    "is_enabled",
     "recurrence_reference",
     "rnn_scan",
     "scan_reference",
@@ -36,6 +46,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .aten import disable, enable, enabled, is_enabled
+    from .convert import convert_rnns
     from .dispatch import KernelConfig, select_config
     from .models import FusedCharRNN
     from .ops import fused_recurrence, rnn_scan

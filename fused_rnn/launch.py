@@ -78,6 +78,10 @@ def device_key(device: torch.device) -> tuple[tuple[int, int] | None, int | None
     return (props.major, props.minor), props.multi_processor_count
 
 
+#: Calls of `forward` and `backward` (each launches one kernel, or one per step) since import: tests
+#: read it to see whether the kernels ran (fused_rnn.enable() among others).
+LAUNCHER_CALLS = {"forward": 0, "backward": 0}
+
 #: Tests set this to fill every output buffer with NaN before a launch, so that an
 #: element a kernel fails to write cannot pass a comparison.
 POISON = False
@@ -211,6 +215,7 @@ def forward(
     cfg: KernelConfig,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """States hs (T, B, H) and h_n (B, H) in u's dtype. T >= 1 and B >= 1; every tensor contiguous."""
+    LAUNCHER_CALLS["forward"] += 1
     T, B, H = u.shape
     hs = _empty(u)
     hn = _empty(h0)
@@ -254,6 +259,7 @@ def backward(
 
     da is dL/d(pre-activation), which is dL/du; the caller reduces it into dW_hh.
     """
+    LAUNCHER_CALLS["backward"] += 1
     T, B, H = hs.shape
     da = _empty(hs)
     dh0 = _empty(hs, (B, H))

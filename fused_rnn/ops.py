@@ -85,18 +85,22 @@ def _host_readable(x: torch.Tensor) -> bool:
 
 def _triton_reason(u: torch.Tensor) -> str | None:
     """Why the triton kernels cannot run u (T, B, H), or None when they can. Shapes and metadata only."""
-    B, H = u.shape[1], u.shape[2]
-    reason = launch.unavailable_reason(u.device)
+    return triton_reason(u.shape[1], u.shape[2], u.dtype, u.device)
+
+
+def triton_reason(B: int, H: int, dtype: torch.dtype, device: torch.device) -> str | None:
+    """Why the triton kernels cannot run a (B, H) recurrence of `dtype` on `device`, or None when they can."""
+    reason = launch.unavailable_reason(device)
     if reason is not None:
         return reason
-    if u.dtype not in SUPPORTED_DTYPES:
-        return f"{u.dtype} runs on the torch path (the kernels take float32, float16 and bfloat16)"
+    if dtype not in SUPPORTED_DTYPES:
+        return f"{dtype} runs on the torch path (the kernels take float32, float16 and bfloat16)"
     if B * H >= 2**31:
         return f"B * H = {B * H} is over the kernels' limit of 2**31 - 1 elements per step"
     # the card's shared memory decides; under torch.compile no device property is read and the
     # largest card's table (sm_90's) applies: `_config` raises this reason at run time on a smaller card
-    capability = None if torch.compiler.is_compiling() else launch.device_key(u.device)[0]
-    return unsupported_reason(H, u.dtype, capability)
+    capability = None if torch.compiler.is_compiling() else launch.device_key(device)[0]
+    return unsupported_reason(H, dtype, capability)
 
 
 def _config(x: torch.Tensor, key: str) -> KernelConfig:
@@ -203,20 +207,29 @@ def resolve_backend(x: torch.Tensor, backend: str) -> tuple[str, KernelConfig | 
 
 
 def _choose_backend(x: torch.Tensor, backend: str) -> str:
+    return choose_backend(x.shape[1], x.shape[2], x.dtype, x.device, backend, stacklevel=5)
+
+
+def choose_backend(B: int, H: int, dtype: torch.dtype, device: torch.device, backend: str, stacklevel: int = 4) -> str:
+    """The backend, "triton" or "torch", for a (B, H) recurrence of `dtype` on `device` under `backend`.
+
+    "auto" falls back to "torch" where the kernels cannot run (with a one-time warning per size
+    over their limits); "triton" raises ValueError saying why. Metadata only, no device sync.
+    """
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
     if backend == "torch":
         return "torch"
-    reason = _triton_reason(x)
+    reason = triton_reason(B, H, dtype, device)
     if reason is None:
         return "triton"
     if backend == "triton":
         raise ValueError(f"backend='triton' cannot run this input: {reason}")
     if reason.startswith(("H =", "B * H")) and not torch.compiler.is_compiling():
-        key = (x.dtype, tuple(x.shape[1:]) if reason.startswith("B") else x.shape[2])
+        key = (dtype, (B, H) if reason.startswith("B") else H)
         if key not in _warned:  # a size over the kernels' limits: say so once per size
             _warned.add(key)
-            warnings.warn(f"fused_rnn: {reason}; falling back to the torch path", stacklevel=4)
+            warnings.warn(f"fused_rnn: {reason}; falling back to the torch path", stacklevel=stacklevel)
     return "torch"
 
 

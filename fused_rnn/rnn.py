@@ -1,41 +1,64 @@
-"""`FusedRNN`: a drop-in for `torch.nn.RNN` (Elman, tanh or relu) on the fused recurrence kernels."""
+"""`FusedRNN`: `torch.nn.RNN` to every caller, on the fused recurrence kernels where they run.
+
+Not a subclass of ``nn.RNN``: dynamo refuses every ``nn.RNNBase`` instance ("TorchDynamo purposely
+graph breaks on RNN, GRU, LSTMs"; ``torch._dynamo.config.allow_rnn`` is off by default), so a
+subclass could not be compiled with ``fullgraph=True`` (``tests/test_rnn_compat.py`` checks that a
+subclass is refused and FusedRNN is not). Instead FusedRNN has nn.RNN's constructor, checks, attributes and
+methods, most of the latter taken from ``nn.RNNBase`` itself, so they say and do exactly what
+nn.RNN's do. ``isinstance(FusedRNN(...), nn.RNN)`` is False.
+"""
 
 from __future__ import annotations
 
-import math
 import numbers
 import warnings
+import weakref
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import _VF, Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from .ops import BACKENDS, NONLINEARITIES, rnn_scan
+from . import launch, ops
+from .ops import BACKENDS, rnn_scan
+
+#: nn.RNN raises for `proj_size` given at all, whatever its value
+_NOT_GIVEN = object()
+_NO_SEQUENCE = "Expected sequence length to be larger than 0 in RNN"
+#: device type -> whether the kernels can run there at all (fixed when fused_rnn is imported); filled
+#: here for the usual types so that compiled code only reads it
+_KERNELS_RUN_ON: dict[str, bool] = {t: launch.unavailable_reason(torch.device(t)) is None for t in ("cpu", "cuda")}
 
 
 class FusedRNN(nn.Module):
-    """``torch.nn.RNN`` with the same constructor, parameters, inputs and outputs.
+    """``torch.nn.RNN`` with the same constructor, checks, parameters, attributes, inputs and outputs.
 
-    Every layer and direction is one GEMM for the input half of all steps,
-    ``u = x @ W_ih^T + b_ih + b_hh``, then one `rnn_scan` (one fused kernel launch
-    in the single-program mode) for ``h_t = act(h_{t-1} @ W_hh^T + u_t)``. A
-    PackedSequence runs as a padded batch with per-row lengths: each row stops at
-    its own length in both directions, so ragged batches cost no more than padded
-    ones.
+    Where the kernels run (CUDA, or CPU under ``TRITON_INTERPRET=1``; float32 / float16 /
+    bfloat16; H within their limits), every layer and direction is one GEMM for the input
+    half of all steps, ``u = x @ W_ih^T + b_ih + b_hh``, then one `rnn_scan` (one fused
+    kernel launch in the single-program mode) for ``h_t = act(h_{t-1} @ W_hh^T + u_t)``. A
+    PackedSequence runs as a padded batch with per-row lengths: each row stops at its own
+    length in both directions. Everywhere else (``backend="torch"``, or "auto" where the
+    kernels cannot run) it calls PyTorch's own ``aten::rnn_tanh`` / ``rnn_relu`` with the
+    same arguments nn.RNN passes (``torch._VF.rnn_tanh(input, hx, self._flat_weights, ...)``),
+    so it runs exactly nn.RNN's code at nn.RNN's speed; dynamo traces that op too, so
+    ``torch.compile(fullgraph=True)`` works on both paths.
 
     Args:
         input_size, hidden_size, num_layers, nonlinearity, bias, batch_first, dropout,
-        bidirectional, device, dtype: as for ``torch.nn.RNN``.
-        backend: "auto" (the Triton kernels where they can run, else PyTorch ops),
+        bidirectional, device, dtype: as for ``torch.nn.RNN``, with its checks and messages.
+        backend: "auto" (the Triton kernels where they can run, else PyTorch's own RNN),
             "triton" or "torch"; see `fused_rnn.rnn_scan`.
 
     Shapes (D = 2 if bidirectional else 1, L = num_layers):
         input: (T, B, input_size), (B, T, input_size) with batch_first, (T, input_size)
         unbatched, or a PackedSequence. hx: (D*L, B, H), or (D*L, H) unbatched; None for zeros.
         Returns output (T, B, D*H) (or as the input is laid out, or a PackedSequence) and
-        h_n (D*L, B, H).
+        h_n (D*L, B, H). T = 0 raises, as nn.RNN does.
     """
+
+    __constants__ = nn.RNNBase.__constants__
+    __jit_unused_properties__ = nn.RNNBase.__jit_unused_properties__
 
     def __init__(
         self,
@@ -51,171 +74,288 @@ class FusedRNN(nn.Module):
         dtype=None,
         *,
         backend: str = "auto",
+        proj_size=_NOT_GIVEN,
     ) -> None:
-        super().__init__()
-        if not isinstance(dropout, numbers.Number) or isinstance(dropout, bool) or not 0 <= dropout <= 1:
-            raise ValueError(
-                "dropout should be a number in range [0, 1] representing the probability of an element being zeroed"
-            )
-        if dropout > 0 and num_layers == 1:
-            warnings.warn(
-                "dropout option adds dropout after all but last recurrent layer, so non-zero dropout expects "
-                f"num_layers greater than 1, but got dropout={dropout} and num_layers={num_layers}",
-                stacklevel=2,
-            )
-        for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
-        if hidden_size <= 0:
-            raise ValueError("hidden_size must be greater than zero")
-        if num_layers <= 0:
-            raise ValueError("num_layers must be greater than zero")
-        if input_size < 0:
-            raise ValueError("input_size must be at least zero")
-        if nonlinearity not in NONLINEARITIES:
+        # nn.RNN.__init__, then nn.RNNBase.__init__: the same checks in the same order, with the
+        # same exception types and messages (tests/test_rnn_compat.py compares them with nn.RNN's)
+        if proj_size is not _NOT_GIVEN:
+            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+        if nonlinearity == "tanh":
+            mode = "RNN_TANH"
+        elif nonlinearity == "relu":
+            mode = "RNN_RELU"
+        else:
             raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
-        if backend not in BACKENDS:
-            raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
-        self.mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
+        super().__init__()
+        self.nonlinearity = nonlinearity
+        self.mode = mode
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.num_layers = num_layers
-        self.nonlinearity = nonlinearity
         self.bias = bias
         self.batch_first = batch_first
         self.dropout = float(dropout)
         self.bidirectional = bidirectional
         self.proj_size = 0
+        self._flat_weight_refs: list[weakref.ReferenceType | None] = []
+        # the dropout checks, bool checks, sizes (nn.RNN does not check bidirectional's type)
+        _check_arguments(input_size, hidden_size, num_layers, bias, batch_first, dropout)
+        if backend not in BACKENDS:
+            raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
         self.backend = backend
         num_directions = 2 if bidirectional else 1
         factory = {"device": device, "dtype": dtype}
         self._flat_weights_names: list[str] = []
         self._all_weights: list[list[str]] = []
         for layer in range(num_layers):
-            layer_input = input_size if layer == 0 else hidden_size * num_directions
             for direction in range(num_directions):
-                suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
+                layer_input = input_size if layer == 0 else hidden_size * num_directions
                 shapes = {"weight_ih": (hidden_size, layer_input), "weight_hh": (hidden_size, hidden_size)}
                 if bias:
                     shapes.update(bias_ih=(hidden_size,), bias_hh=(hidden_size,))
+                suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
                 names = []
                 for kind, shape in shapes.items():
                     setattr(self, kind + suffix, nn.Parameter(torch.empty(shape, **factory)))
                     names.append(kind + suffix)
                 self._flat_weights_names.extend(names)
                 self._all_weights.append(names)
+        self._init_flat_weights()
         self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        """U(-1/sqrt(H), 1/sqrt(H)) for every parameter, as nn.RNN."""
-        stdv = 1.0 / math.sqrt(self.hidden_size)
-        for w in self.parameters():
-            nn.init.uniform_(w, -stdv, stdv)
+    # nn.RNNBase's own code for everything that reads or keeps the weights, checks inputs or
+    # prints: the same behaviour and messages by construction. (Methods that call super()
+    # cannot be borrowed from a class FusedRNN does not derive from; they are written below.)
+    _init_flat_weights = nn.RNNBase._init_flat_weights
+    #: on CUDA with cuDNN, packs the weights into one buffer as nn.RNN does (the kernels read them
+    #: wherever they lie, and PyTorch's path then needs no copy); elsewhere a no-op
+    flatten_parameters = nn.RNNBase.flatten_parameters
+    reset_parameters = nn.RNNBase.reset_parameters
+    check_input = nn.RNNBase.check_input
+    get_expected_hidden_size = nn.RNNBase.get_expected_hidden_size
+    check_hidden_size = nn.RNNBase.check_hidden_size
+    check_forward_args = nn.RNNBase.check_forward_args
+    permute_hidden = nn.RNNBase.permute_hidden
+    _weights_have_changed = nn.RNNBase._weights_have_changed
+    _update_flat_weights = nn.RNNBase._update_flat_weights
+    all_weights = nn.RNNBase.all_weights
 
-    @property
-    def all_weights(self) -> list[list[nn.Parameter]]:
-        return [[getattr(self, name) for name in names] for names in self._all_weights]
+    def __setattr__(self, attr, value) -> None:
+        if hasattr(self, "_flat_weights_names") and attr in self._flat_weights_names:
+            # keep self._flat_weights up to date if you do self.weight = ... (weight_norm does)
+            self._flat_weights[self._flat_weights_names.index(attr)] = value
+        super().__setattr__(attr, value)
 
-    def flatten_parameters(self) -> None:
-        """A no-op: the kernels read each weight where it lies (kept for nn.RNN compatibility)."""
+    def _apply(self, fn, recurse=True):
+        self._flat_weight_refs = []
+        ret = super()._apply(fn, recurse)
+        self._init_flat_weights()  # .to(), .half(), .cuda(): _flat_weights hold the new parameters
+        return ret
+
+    def __getstate__(self):
+        self._update_flat_weights()
+        state = self.__dict__.copy()
+        del state["_flat_weight_refs"]  # weak references do not pickle
+        return state
+
+    def __setstate__(self, d):
+        super().__setstate__(d)
+        self._flat_weight_refs = [weakref.ref(w) if w is not None else None for w in self._flat_weights]
+
+    def _replicate_for_data_parallel(self):
+        replica = super()._replicate_for_data_parallel()
+        # DataParallel replicas get their own lists (they share the module's __dict__ otherwise)
+        replica._flat_weights = replica._flat_weights[:]
+        replica._flat_weights_names = replica._flat_weights_names[:]
+        return replica
 
     def extra_repr(self) -> str:
-        s = f"{self.input_size}, {self.hidden_size}"
-        if self.num_layers != 1:
-            s += f", num_layers={self.num_layers}"
-        if self.nonlinearity != "tanh":
-            s += f", nonlinearity={self.nonlinearity!r}"
-        for name, default in (("bias", True), ("batch_first", False), ("dropout", 0.0), ("bidirectional", False)):
-            if getattr(self, name) != default:
-                s += f", {name}={getattr(self, name)}"
-        return s
+        """nn.RNN's text (which leaves out nonlinearity, as nn.RNN's does), then backend where not "auto"."""
+        s = nn.RNNBase.extra_repr(self)
+        return s if self.backend == "auto" else f"{s}, backend={self.backend!r}"
 
-    def _check_input(self, x: torch.Tensor, hx: torch.Tensor | None, batched: bool, B: int) -> None:
-        """nn.RNN's checks and messages, before any work."""
-        if x.size(-1) != self.input_size:
-            raise RuntimeError(
-                f"input.size(-1) must be equal to input_size. Expected {self.input_size}, got {x.size(-1)}"
-            )
-        w = self.weight_ih_l0
-        if x.dtype != w.dtype and not torch.is_autocast_enabled(x.device.type):
-            raise ValueError(
-                f"RNN input dtype ({x.dtype}) does not match weight dtype ({w.dtype}). Convert input: "
-                f"input.to({w.dtype}), or convert model: model.to({x.dtype})"
-            )
-        if hx is not None:
-            expected = (self.num_layers * (2 if self.bidirectional else 1), B, self.hidden_size)
-            if not batched:
-                if hx.dim() != 2:
-                    raise RuntimeError(f"For unbatched 2-D input, hx should also be 2-D but got {hx.dim()}-D tensor")
-            elif hx.dim() != 3:
-                raise RuntimeError(f"For batched 3-D input, hx should also be 3-D but got {hx.dim()}-D tensor")
-            got = tuple(hx.shape) if batched else (hx.shape[0], 1, hx.shape[1])
-            if got != expected:
-                raise RuntimeError(f"Expected hidden size {expected}, got {list(hx.shape)}")
-            if hx.device != x.device:
-                raise RuntimeError(
-                    f"Input and hidden tensors are not at the same device, found input tensor at "
-                    f"{x.device} and hidden tensor at {hx.device}"
-                )
-            if hx.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
-                raise ValueError(f"hx: expected dtype {x.dtype} (input's), got {hx.dtype}")
+    def _runs_triton(self, input: Tensor, hx: Tensor, weights: list[Tensor]) -> bool:
+        """Whether the kernels run this call: the backend allows them and input, hx and every weight
+        share a device and (under autocast, after its cast) a dtype. Anything else runs PyTorch's own
+        RNN, which raises nn.RNN's own error for mismatched devices or dtypes."""
+        if self.backend == "torch":
+            return False
+        kind = input.device.type
+        if kind not in _KERNELS_RUN_ON:  # a constant per device type: a dict lookup on the hot path
+            _KERNELS_RUN_ON[kind] = launch.unavailable_reason(input.device) is None
+        if self.backend == "auto" and not _KERNELS_RUN_ON[kind]:
+            return False
+        autocast = ops._autocast_dtype(input.device)
+
+        def dtype(t: Tensor) -> torch.dtype:
+            return autocast if autocast is not None and t.dtype == torch.float32 else t.dtype
+
+        want = dtype(input)
+        if ops.choose_backend(hx.shape[1], self.hidden_size, want, input.device, self.backend, 5) != "triton":
+            return False
+        return all(isinstance(t, Tensor) and t.device == input.device and dtype(t) == want for t in (hx, *weights))
 
     def forward(
-        self, input: torch.Tensor | PackedSequence, hx: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor | PackedSequence, torch.Tensor]:
-        """(output, h_n) with nn.RNN's shapes; see the class docstring."""
-        packed = isinstance(input, PackedSequence)
-        lengths = sorted_indices = unsorted_indices = None
-        batched = True
-        if packed:
-            sorted_indices, unsorted_indices = input.sorted_indices, input.unsorted_indices
-            # (T, B, I) and (B,) on the CPU, kept in the packed order: longest rows first, so each
-            # 16-row block of the kernels holds rows of like length and stops at its own longest
-            x, lengths = pad_packed_sequence(PackedSequence(input.data, input.batch_sizes))
+        self, input: Tensor | PackedSequence, hx: Tensor | None = None
+    ) -> tuple[Tensor | PackedSequence, Tensor]:
+        """(output, h_n) with nn.RNN's shapes, checks and messages; see the class docstring."""
+        if torch.compiler.is_compiling():
+            weights = [getattr(self, name) for name in self._flat_weights_names]
         else:
+            self._update_flat_weights()  # torch.func.functional_call, parametrizations: as nn.RNN
+            weights = self._flat_weights
+        num_directions = 2 if self.bidirectional else 1
+        orig_input = input
+        # nn.RNN.forward's preamble, step by step: its checks in its order
+        if isinstance(orig_input, PackedSequence):
+            input, batch_sizes, sorted_indices, unsorted_indices = input
+            max_batch_size = batch_sizes[0]
+            if hx is None:
+                hx = torch.zeros(
+                    self.num_layers * num_directions, max_batch_size, self.hidden_size,
+                    dtype=input.dtype, device=input.device,
+                )  # fmt: skip
+            else:
+                hx = self.permute_hidden(hx, sorted_indices)
+        else:
+            batch_sizes = None
             if input.dim() not in (2, 3):
                 raise ValueError(f"RNN: Expected input to be 2D or 3D, got {input.dim()}D tensor instead")
-            batched = input.dim() == 3
-            x = input if batched else input.unsqueeze(1)
-            if batched and self.batch_first:
-                x = x.transpose(0, 1)
-        B = x.shape[1]
-        self._check_input(x, hx, batched, B)
-        if hx is not None and not batched:
-            hx = hx.unsqueeze(1)
-        if hx is not None and sorted_indices is not None:
-            hx = hx.index_select(1, sorted_indices)
-        # lengths stay on the CPU for packing (no device sync); the kernels get a copy on x's device
-        out, h_n = self._run(x, hx, None if lengths is None else lengths.to(x.device, non_blocking=True))
-        if packed:
-            data = pack_padded_sequence(out, lengths, enforce_sorted=True).data
-            if unsorted_indices is not None:
-                h_n = h_n.index_select(1, unsorted_indices)
-            return PackedSequence(data, input.batch_sizes, sorted_indices, unsorted_indices), h_n
-        if not batched:
-            return out.squeeze(1), h_n.squeeze(1)
-        return (out.transpose(0, 1) if self.batch_first else out), h_n
-
-    def _run(
-        self, x: torch.Tensor, hx: torch.Tensor | None, lengths: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (T, B, I), hx (D*L, B, H) or None, lengths (B,) on x's device or None -> (T, B, D*H), (D*L, B, H)."""
-        num_directions = 2 if self.bidirectional else 1
-        h_n = []
-        for layer in range(self.num_layers):
-            outs = []
-            for direction in range(num_directions):
-                k = layer * num_directions + direction
-                w_ih, w_hh, *biases = (getattr(self, name) for name in self._all_weights[k])
-                # the input half of every step in one GEMM; both biases fold into it
-                u = F.linear(x, w_ih, biases[0] + biases[1] if biases else None)
-                out, hn = rnn_scan(
-                    u, w_hh, None if hx is None else hx[k], lengths=lengths, reverse=direction == 1,
-                    nonlinearity=self.nonlinearity, backend=self.backend,
+            is_batched = input.dim() == 3
+            batch_dim = 0 if self.batch_first else 1
+            if not is_batched:
+                input = input.unsqueeze(batch_dim)
+                if hx is not None:
+                    if hx.dim() != 2:
+                        raise RuntimeError(
+                            f"For unbatched 2-D input, hx should also be 2-D but got {hx.dim()}-D tensor"
+                        )
+                    hx = hx.unsqueeze(1)
+            elif hx is not None and hx.dim() != 3:
+                raise RuntimeError(f"For batched 3-D input, hx should also be 3-D but got {hx.dim()}-D tensor")
+            max_batch_size = input.size(0) if self.batch_first else input.size(1)
+            sorted_indices = unsorted_indices = None
+            if hx is None:
+                hx = torch.zeros(
+                    self.num_layers * num_directions, max_batch_size, self.hidden_size,
+                    dtype=input.dtype, device=input.device,
                 )  # fmt: skip
-                outs.append(out)
-                h_n.append(hn)
-            x = outs[0] if num_directions == 1 else torch.cat(outs, dim=-1)
-            if self.dropout and self.training and layer < self.num_layers - 1:
-                x = F.dropout(x, self.dropout, training=True)
-        return x, torch.stack(h_n)
+        self.check_forward_args(input, hx, batch_sizes)
+        if self._runs_triton(input, hx, weights):
+            result = rnn_forward(
+                input, hx, weights, self.bias, self.num_layers, self.dropout, self.training,
+                self.bidirectional, self.batch_first, batch_sizes,
+                nonlinearity=self.nonlinearity, backend="triton",
+            )  # fmt: skip
+        else:
+            result = _aten_rnn(
+                self.mode, input, hx, weights, self.bias, self.num_layers, self.dropout, self.training,
+                self.bidirectional, self.batch_first, batch_sizes,
+            )  # fmt: skip
+        output, hidden = result[0], result[1]
+        if isinstance(orig_input, PackedSequence):
+            return PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices), self.permute_hidden(
+                hidden, unsorted_indices
+            )
+        if not is_batched:
+            output = output.squeeze(batch_dim)
+            hidden = hidden.squeeze(1)
+        return output, hidden
+
+
+def _check_arguments(input_size, hidden_size, num_layers, bias, batch_first, dropout) -> None:
+    """nn.RNNBase.__init__'s argument checks, in its order, with its exception types and messages."""
+    if not isinstance(dropout, numbers.Number) or not 0 <= dropout <= 1 or isinstance(dropout, bool):
+        raise ValueError(
+            "dropout should be a number in range [0, 1] representing the probability of an element being zeroed"
+        )
+    if dropout > 0 and num_layers == 1:
+        warnings.warn(
+            "dropout option adds dropout after all but last recurrent layer, so non-zero dropout expects "
+            f"num_layers greater than 1, but got dropout={dropout} and num_layers={num_layers}",
+            stacklevel=3,
+        )
+    if not isinstance(bias, bool):
+        raise TypeError(f"bias should be of type bool, got: {type(bias).__name__}")
+    if not isinstance(batch_first, bool):
+        raise TypeError(f"batch_first should be of type bool, got: {type(batch_first).__name__}")
+    if not isinstance(input_size, int):
+        raise TypeError(f"input_size should be of type int, got: {type(input_size).__name__}")
+    if input_size <= 0:
+        raise ValueError("input_size must be greater than zero")
+    if not isinstance(hidden_size, int):
+        raise TypeError(f"hidden_size should be of type int, got: {type(hidden_size).__name__}")
+    if hidden_size <= 0:
+        raise ValueError("hidden_size must be greater than zero")
+    if num_layers <= 0:
+        raise ValueError("num_layers must be greater than zero")
+
+
+def _aten_rnn(
+    mode, input, hx, weights, has_biases, num_layers, dropout, train, bidirectional, batch_first, batch_sizes
+):
+    """PyTorch's own RNN, called exactly as nn.RNN.forward calls it."""
+    if batch_sizes is None:
+        if mode == "RNN_TANH":
+            return _VF.rnn_tanh(input, hx, weights, has_biases, num_layers, dropout, train, bidirectional, batch_first)
+        return _VF.rnn_relu(input, hx, weights, has_biases, num_layers, dropout, train, bidirectional, batch_first)
+    if mode == "RNN_TANH":
+        return _VF.rnn_tanh(input, batch_sizes, hx, weights, has_biases, num_layers, dropout, train, bidirectional)
+    return _VF.rnn_relu(input, batch_sizes, hx, weights, has_biases, num_layers, dropout, train, bidirectional)
+
+
+def rnn_forward(
+    input: Tensor,
+    hx: Tensor,
+    params: list[Tensor],
+    has_biases: bool,
+    num_layers: int,
+    dropout: float,
+    train: bool,
+    bidirectional: bool,
+    batch_first: bool,
+    batch_sizes: Tensor | None = None,
+    *,
+    nonlinearity: str = "tanh",
+    backend: str = "auto",
+) -> tuple[Tensor, Tensor]:
+    """``aten::rnn_tanh`` / ``aten::rnn_relu`` on `rnn_scan`: the ``.input`` overload, or ``.data`` with batch_sizes.
+
+    input: (T, B, I) ((B, T, I) with batch_first), or with batch_sizes (T,) the packed data (N, I)
+    in the packed (longest-first) order; hx (D*L, B, H); params: per layer and direction
+    w_ih, w_hh[, b_ih, b_hh] (nn.RNN's ``_flat_weights``). Returns output (T, B, D*H) (as the
+    input is laid out; packed data (N, D*H) with batch_sizes) and h_n (D*L, B, H).
+    """
+    if batch_sizes is not None:
+        # (T, B, I) and (B,) on the CPU, in the packed order: longest rows first, so each
+        # 16-row block of the kernels holds rows of like length and stops at its own longest
+        x, lengths = pad_packed_sequence(PackedSequence(input, batch_sizes))
+    else:
+        x, lengths = (input.transpose(0, 1) if batch_first else input), None
+    if x.shape[0] == 0:
+        raise RuntimeError(_NO_SEQUENCE)
+    num_directions = 2 if bidirectional else 1
+    per = 4 if has_biases else 2
+    # lengths stay on the CPU for packing (no device sync); the kernels get a copy on x's device
+    lens = None if lengths is None else lengths.to(x.device, non_blocking=True)
+    h_n = []
+    for layer in range(num_layers):
+        outs = []
+        for direction in range(num_directions):
+            k = layer * num_directions + direction
+            w_ih, w_hh, *biases = params[k * per : (k + 1) * per]
+            # the input half of every step in one GEMM; both biases fold into it
+            u = F.linear(x, w_ih, biases[0] + biases[1] if biases else None)
+            out, hn = rnn_scan(
+                u, w_hh, hx[k], lengths=lens, reverse=direction == 1, nonlinearity=nonlinearity, backend=backend
+            )
+            outs.append(out)
+            h_n.append(hn)
+        x = outs[0] if num_directions == 1 else torch.cat(outs, dim=-1)
+        if dropout and train and layer < num_layers - 1:
+            x = F.dropout(x, dropout, training=True)
+    if lengths is not None:
+        x = pack_padded_sequence(x, lengths, enforce_sorted=True).data
+    elif batch_first:
+        x = x.transpose(0, 1)
+    return x, torch.stack(h_n)

@@ -21,7 +21,7 @@ T*B*H may pass 2**31 (B*H < 2**31 is checked by the launcher).
 import triton
 import triton.language as tl
 
-from .utils import act_f32, act_grad, block_steps, dot_f32
+from .utils import act_f32, act_grad, block_steps, cast, dot_f32
 
 
 @triton.jit
@@ -77,9 +77,9 @@ def fused_recurrent_fwd_kernel(
             b_h = tl.where((s < b_len)[:, None], act_f32(b_a, RELU), b_h)
         else:
             b_h = act_f32(b_a, RELU)
-        tl.store(hs + o_t + o_bh, b_h.to(hs.dtype.element_ty), mask=m_bh)
+        tl.store(hs + o_t + o_bh, cast(b_h, hs.dtype.element_ty), mask=m_bh)
         o_t += d_t
-    tl.store(hn + o_bh, b_h.to(hn.dtype.element_ty), mask=m_bh)
+    tl.store(hn + o_bh, cast(b_h, hn.dtype.element_ty), mask=m_bh)
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -130,6 +130,6 @@ def fused_recurrent_bwd_kernel(
             b_carry = tl.where(m_v, dot_f32(b_da, b_w, DOT_PRECISION), b_dh)
         else:
             b_carry = dot_f32(b_da, b_w, DOT_PRECISION)
-        tl.store(da + o_t + o_bh, b_da.to(da.dtype.element_ty), mask=m_bh)
+        tl.store(da + o_t + o_bh, cast(b_da, da.dtype.element_ty), mask=m_bh)
         o_t += d_t
-    tl.store(dh0 + o_bh, b_carry.to(dh0.dtype.element_ty), mask=m_bh)
+    tl.store(dh0 + o_bh, cast(b_carry, dh0.dtype.element_ty), mask=m_bh)

@@ -33,7 +33,7 @@ dtype anyway. Offsets into (T, B, H) buffers are formed in 64 bits.
 import triton
 import triton.language as tl
 
-from .utils import act_f32, act_grad, block_steps, dot_split_k, grid_barrier
+from .utils import act_f32, act_grad, block_steps, cast, dot_split_k, grid_barrier
 
 
 @triton.jit
@@ -86,7 +86,7 @@ def _fwd_step(
         # rows past their length copy h_prev; the masked load reads nothing for the others
         b_keep = tl.load(p_prev + o_bn, mask=m_bn & ~m_v, other=0.0).to(tl.float32)
         b_h = tl.where(m_v, b_h, b_keep)
-    tl.store(p_hs + o_bn, b_h.to(p_hs.dtype.element_ty), mask=m_bn)
+    tl.store(p_hs + o_bn, cast(b_h, p_hs.dtype.element_ty), mask=m_bn)
     return b_h
 
 
@@ -102,7 +102,7 @@ def _bwd_da(
     b_da = b_dh * act_grad(b_h, RELU)
     if HAS_LENGTHS:
         b_da = tl.where(m_v, b_da, 0.0)
-    tl.store(p_da + o_bn, b_da.to(p_da.dtype.element_ty), mask=m_bn)
+    tl.store(p_da + o_bn, cast(b_da, p_da.dtype.element_ty), mask=m_bn)
     return b_dh
 
 
@@ -159,7 +159,7 @@ def split_recurrent_fwd_kernel(
         grid_barrier(count + i_b, (i + 1) * n_prog)
         p_prev = hs + o_t
         o_t += d_t
-    tl.store(hn + o_bn, b_h.to(hn.dtype.element_ty), mask=m_bn)
+    tl.store(hn + o_bn, cast(b_h, hn.dtype.element_ty), mask=m_bn)
 
 
 @triton.jit(do_not_specialize=["i", "T"])
@@ -197,7 +197,7 @@ def split_recurrent_fwd_step_kernel(
             p_prev, u + o_t, hs + o_t, b_wt, m_v, i_b, B, H, o_bn, m_bn, BB, BK, DOT_PRECISION, RELU, HAS_LENGTHS
         )
         if i == n - 1:
-            tl.store(hn + o_bn, b_h.to(hn.dtype.element_ty), mask=m_bn)
+            tl.store(hn + o_bn, cast(b_h, hn.dtype.element_ty), mask=m_bn)
     elif i == 0:  # every row of the block has length 0: h_n is h0
         tl.store(hn + o_bn, tl.load(h0 + o_bn, mask=m_bn, other=0.0), mask=m_bn)
 
@@ -243,7 +243,7 @@ def split_recurrent_bwd_kernel(
         grid_barrier(count + i_b, (i + 1) * n_prog)
         b_carry = _bwd_carry(da + o_t, b_dh, b_w, m_v, i_b, B, H, BB, BK, DOT_PRECISION, HAS_LENGTHS)
         o_t += d_t
-    tl.store(dh0 + o_bn, b_carry.to(dh0.dtype.element_ty), mask=m_bn)
+    tl.store(dh0 + o_bn, cast(b_carry, dh0.dtype.element_ty), mask=m_bn)
 
 
 @triton.jit(do_not_specialize=["i", "T"])
@@ -289,7 +289,7 @@ def split_recurrent_bwd_step_kernel(
             p_da = da + s_prev.to(tl.int64) * B * H
             b_carry = _bwd_carry(p_da, b_dh, b_w, m_v, i_b, B, H, BB, BK, DOT_PRECISION, HAS_LENGTHS)
         if i == n:
-            tl.store(dh0 + o_bn, b_carry.to(dh0.dtype.element_ty), mask=m_bn)
+            tl.store(dh0 + o_bn, cast(b_carry, dh0.dtype.element_ty), mask=m_bn)
         else:
             s = i if REVERSE else n - 1 - i
             o_t = s.to(tl.int64) * B * H

@@ -24,9 +24,28 @@ def interpreted():
 
 
 @triton.jit
+def cast(x, dtype: tl.constexpr):
+    """x.to(dtype) as the GPU rounds it, compiled or interpreted: every float32 -> bfloat16 cast of the kernels.
+
+    Compiled it is the plain cast (cvt.rn.bf16.f32, round to nearest even): the branch below is
+    pruned at compile time, so the machine code is that of `x.to(dtype)`. Triton 3.6's
+    interpreter truncates float32 -> bfloat16 instead (round toward zero), which biases every
+    rounding of a half-precision state and about doubles a recurrence's bfloat16 error; there
+    this rounds to nearest even itself on the bit pattern (NaN stays a quiet NaN).
+    """
+    if interpreted() and dtype == tl.bfloat16 and x.dtype == tl.float32:
+        bits = x.to(tl.uint32, bitcast=True)
+        # add half an ulp of bf16 (ties to even), keep the top 16 bits
+        rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+        nan = (bits >> 16) | 0x40
+        return tl.where(x != x, nan, rounded).to(tl.uint16).to(tl.bfloat16, bitcast=True)
+    return x.to(dtype)
+
+
+@triton.jit
 def dot_f32(a, b, DOT_PRECISION: tl.constexpr):
     """a @ b with float32 accumulation; operands in b's dtype (tensor cores for half / tf32)."""
-    a = a.to(b.dtype)
+    a = cast(a, b.dtype)
     if interpreted() and b.dtype == tl.bfloat16:
         # the interpreter multiplies bf16 bit patterns as integers; bf16 products are
         # exact in fp32, so an fp32 dot of the same operands gives the same sums

@@ -12,12 +12,8 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
-from helpers import round_bf16_to_nearest_in_the_interpreter  # noqa: E402
 
 import fused_rnn.launch  # noqa: E402
-
-if fused_rnn.launch.interpreted():
-    round_bf16_to_nearest_in_the_interpreter()
 
 
 @pytest.fixture

@@ -56,32 +56,3 @@ def split_config(H: int, prec: str, split_k: bool = False) -> KernelConfig:
     """
     warps = min(8, padded(H) // 16) if split_k else 8
     return KernelConfig("split", 16, padded(H), SPLIT_BN, warps, prec, warps, split_k=split_k)
-
-
-def round_bf16_to_nearest_in_the_interpreter() -> None:
-    """Make Triton 3.6's interpreter round float32 -> bfloat16 to nearest even, as the GPU does.
-
-    Its cast truncates the mantissa (round toward zero); a compiled `.to(tl.bfloat16)` is cvt.rn.
-    Truncation biases every rounding of the state and the outputs and about doubles the bf16 error
-    of a recurrence, so without this the CPU tests would check other arithmetic than the GPU runs.
-    """
-    import numpy as np
-    import triton.language as tl
-    from triton.runtime import interpreter
-
-    builder = interpreter.InterpreterBuilder
-    if getattr(builder.cast_impl, "rounds_bf16_to_nearest", False):
-        return
-    truncating = builder.cast_impl
-
-    def cast_impl(self, src, dst_type):
-        if src.dtype.scalar == tl.float32 and dst_type.scalar == tl.bfloat16:
-            x = np.array(src.data, dtype=np.float32)  # a contiguous copy, any shape (0-d too)
-            bits = x.view(np.uint32).astype(np.uint64)
-            rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
-            quiet_nan = ((bits >> 16) | 0x40).astype(np.uint16)
-            return interpreter.TensorHandle(np.where(np.isnan(x), quiet_nan, rounded), tl.bfloat16)
-        return truncating(self, src, dst_type)
-
-    cast_impl.rounds_bf16_to_nearest = True
-    builder.cast_impl = cast_impl
