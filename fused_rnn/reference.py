@@ -119,3 +119,69 @@ def scan_reference(
     if not hs:
         return u.new_empty(u.shape), h0.clone()
     return torch.stack(hs[::-1] if reverse else hs), h
+
+
+# --------------------------------------------------------------------------------------------- sampling noise
+
+_M32 = 0xFFFFFFFF
+#: Philox4x32's round multipliers and Weyl key increments (triton/language/random.py, the uint32 branch).
+_PHILOX_ROUND = (0xD2511F53, 0xCD9E8D57)
+_PHILOX_KEY = (0x9E3779B9, 0xBB67AE85)
+
+
+def _mulhilo32(a: int, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(high, low) 32-bit halves of a * b for a constant a < 2**32 and int64 b in [0, 2**32), exact in int64.
+
+    The full product needs 64 unsigned bits, so b is multiplied by a's two 16-bit halves (< 2**48 each).
+    """
+    p1, p0 = (a >> 16) * b, (a & 0xFFFF) * b
+    t = p1 + (p0 >> 16)
+    return t >> 16, ((t & 0xFFFF) << 16) | (p0 & 0xFFFF)
+
+
+def philox4x32(
+    c0: torch.Tensor, c1: torch.Tensor, c2: torch.Tensor, c3: torch.Tensor, k0: int, k1: int, rounds: int = 10
+) -> tuple[torch.Tensor, ...]:
+    """Philox4x32-`rounds` of counters (c0, c1, c2, c3) (int64 tensors holding uint32 values) under key (k0, k1).
+
+    The same function as Triton's `philox_impl` (uint32 branch), so equal counters and keys give
+    equal words on either side.
+    """
+    (ra, rb), (ka, kb) = _PHILOX_ROUND, _PHILOX_KEY
+    for _ in range(rounds):
+        hi_b, lo_b = _mulhilo32(rb, c2)
+        hi_a, lo_a = _mulhilo32(ra, c0)
+        c0, c1, c2, c3 = hi_b ^ c1 ^ k0, lo_b, hi_a ^ c3 ^ k1, lo_a
+        k0, k1 = (k0 + ka) & _M32, (k1 + kb) & _M32
+    return c0, c1, c2, c3
+
+
+def philox_uniform(seed: int, offset: torch.Tensor) -> torch.Tensor:
+    """`tl.rand(seed, offset)` in PyTorch: float32 uniforms in [0, 1) for int64 offsets (any shape).
+
+    As Triton: counters (offset's low and high 32 bits, 0, 0), key (seed's low and high 32 bits),
+    the first word of Philox4x32-10, read as int32 x, then (x < 0 ? -x - 1 : x) * 4.6566127342e-10
+    in float32.
+    """
+    lo, hi = offset & _M32, (offset >> 32) & _M32
+    zero = torch.zeros_like(lo)
+    x = philox4x32(lo, hi, zero, zero, seed & _M32, (seed >> 32) & _M32)[0]
+    x = torch.where(x >= 2**31, x - 2**32, x)  # the word as int32
+    x = torch.where(x < 0, -x - 1, x)  # in [0, 2**31)
+    return x.to(torch.float32) * torch.tensor(4.6566127342e-10, dtype=torch.float32, device=x.device)
+
+
+def gumbel_offsets(streams: torch.Tensor, steps: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """The Philox counter of every (stream, step, character): stream * 2**32 + step * V + v, int64.
+
+    streams (S,), steps (N,) -> (S, N, V). The counter names the draw, not the launch that makes it, so
+    every path and grid draws the same noise for a stream's step (step * V + v < 2**32 is the caller's).
+    """
+    v = torch.arange(vocab_size, dtype=torch.int64, device=streams.device)
+    return (streams.long()[:, None, None] << 32) + steps.long()[None, :, None] * vocab_size + v
+
+
+def gumbel_noise(seed: int, streams: torch.Tensor, steps: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Gumbel(0, 1) noise -log(-log(u)) in float32, u = `philox_uniform(seed, gumbel_offsets(...))`: (S, N, V)."""
+    u = philox_uniform(seed, gumbel_offsets(streams, steps, vocab_size))
+    return -torch.log(-torch.log(u))
