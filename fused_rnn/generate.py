@@ -1,0 +1,301 @@
+"""Generation for `FusedCharRNN.generate`: checks, the path choice, and the three paths.
+
+    one launch   `generate_kernel`: every character of every stream in one kernel call (H <= 128,
+                 V <= 256 where the gate's shared memory fits the card, see `one_launch_config`)
+    per step     triton elsewhere: per character, `generate_draw_step_kernel` (projection, log-softmax,
+                 top-k, Gumbel-max draw) and one recurrence step (the gather and `launch.forward`, T = 1)
+    torch        plain PyTorch ops, the same draws: Gumbel noise from the same Philox counters
+                 (`fused_rnn.reference.gumbel_noise`)
+
+No path reads a tensor's values on the host inside its loop. The prime runs through `rnn_scan`.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from . import launch
+from .dispatch import SMEM_LIMIT, dot_precision, padded, smem_limit
+from .ops import BACKENDS, _choose_backend, resolve_backend, rnn_scan
+from .reference import gumbel_noise
+
+#: Streams per program of the generation kernels (the smallest tl.dot tile).
+GEN_BLOCK_B = 16
+#: Smallest BV: vocabularies up to 128 share one build (char vocabularies are 60-160 wide).
+GEN_MIN_BV = 128
+#: Largest H and V `generate_kernel` holds on chip (W_h^T and W_out^T, in the storage dtype).
+GEN_MAX_H, GEN_MAX_V = 128, 256
+#: Shared memory (bytes) of `generate_kernel` by (BH, BV, dot kind), the most over the compile gate's
+#: builds (tests/compile_gate.py; its test checks every cubin against this table). A config runs in
+#: one launch where its entry fits the card's SMEM_LIMIT; a missing entry never does.
+GEN_SHARED_BYTES: dict[tuple[int, int, str], int] = {(bh, bv, k): 0 for bh in (16, 32, 64, 128) for bv in (128, 256) for k in ("ieee", "tf32", "half")}  # TODO gate
+#: Reduction chunk of `generate_draw_step_kernel` and its largest BV (beyond: the draw runs in PyTorch ops).
+DRAW_BK, DRAW_MAX_V = 64, 1024
+#: Philox counters are stream * 2**32 + step * V + v: a stream's step * V + v must stay below 2**32.
+COUNTER_LIMIT = 2**32
+
+
+@dataclass(frozen=True)
+class GenConfig:
+    """`generate_kernel`'s blocks and warps (block_b streams per program)."""
+
+    block_b: int
+    block_h: int
+    block_v: int
+    num_warps: int
+    dot_precision: str
+
+
+def gen_block_v(V: int) -> int:
+    return max(GEN_MIN_BV, padded(V))
+
+
+def gen_warps(block_h: int) -> int:
+    """Warps of `generate_kernel` (those of the single-program recurrence's FMA dot)."""
+    return 8 if block_h >= 128 else 4
+
+
+def draw_warps(block_v: int) -> int:
+    return 8 if block_v >= 512 else 4
+
+
+def kind(dtype: torch.dtype, precision: str) -> str:
+    """The generation kernels' dot: "ieee", "tf32" or "half" (tf32x3 runs the IEEE dot here)."""
+    if dtype != torch.float32:
+        return "half"
+    return "tf32" if precision == "tf32" else "ieee"
+
+
+def one_launch_config(
+    H: int, V: int, dtype: torch.dtype, precision: str, capability: tuple[int, int] | None = None
+) -> GenConfig | None:
+    """`generate_kernel`'s config for a model, or None where generation runs per step.
+
+    One launch needs H <= GEN_MAX_H, V <= GEN_MAX_V and the gate's shared memory within the card's
+    per-block limit (`capability` None: the interpreter, sm_90's table).
+    """
+    if H > GEN_MAX_H or V > GEN_MAX_V or dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        return None
+    bh, bv, k = padded(H), gen_block_v(V), kind(dtype, precision)
+    need = GEN_SHARED_BYTES.get((bh, bv, k))
+    if need is None or need > smem_limit(capability):
+        return None
+    return GenConfig(GEN_BLOCK_B, bh, bv, gen_warps(bh), "ieee" if k == "half" else k)
+
+
+def all_gen_configs() -> list[tuple[tuple[int, int], torch.dtype, str, GenConfig]]:
+    """Every (capability, dtype, precision, config) of `generate_kernel` the compile gate builds (fits or not)."""
+    out = []
+    for cap in SMEM_LIMIT:
+        for dtype in (torch.float32, torch.float16, torch.bfloat16):
+            for prec in ("ieee", "tf32") if dtype == torch.float32 else ("ieee",):
+                for bh in (16, 32, 64, 128):
+                    for bv in (128, 256):
+                        out.append((cap, dtype, prec, GenConfig(GEN_BLOCK_B, bh, bv, gen_warps(bh), prec)))
+    return out
+
+
+# --------------------------------------------------------------------------------------------- checks
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def check_args(model, prime, length, temperature, top_k, seed, return_logp, backend) -> None:
+    """Raise, naming the argument, before anything is allocated or launched."""
+    from .models import check_tokens
+
+    if not _is_int(length) or length < 0:
+        raise ValueError(f"length: expected an integer >= 0, got {length!r}")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+        raise TypeError(f"temperature: expected a number >= 0, got {type(temperature).__name__}")
+    if math.isnan(temperature) or temperature < 0 or math.isinf(temperature):
+        raise ValueError(f"temperature: expected a finite number >= 0 (0 = greedy), got {temperature}")
+    if not _is_int(top_k) or top_k < 0:
+        raise ValueError(f"top_k: expected an integer >= 0 (0 = every character), got {top_k!r}")
+    if not _is_int(seed) or not 0 <= seed < 2**63:
+        raise ValueError(f"seed: expected an integer in [0, 2**63), got {seed!r}")
+    if not isinstance(return_logp, bool):
+        raise TypeError(f"return_logp: expected a bool, got {type(return_logp).__name__}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+    V = model.vocab_size
+    check_tokens("prime", prime, V, 2, "(B, P)")
+    if prime.shape[1] < 1:
+        raise ValueError(f"prime: expected at least one character per stream, shape (B, P) with P >= 1, got {tuple(prime.shape)}")
+    device = model.l_hidden.weight.device
+    if prime.device != device:
+        raise ValueError(f"prime: expected device {device} (the model's), got {prime.device}")
+    if length and (length - 1) * V + V > COUNTER_LIMIT:
+        raise ValueError(f"length: at most {COUNTER_LIMIT // V} characters per call for vocab_size = {V}")
+    if prime.shape[0] >= 2**31:
+        raise ValueError(f"prime: at most 2**31 - 1 streams, got B = {prime.shape[0]}")
+
+
+def inverse_temperature(temperature: float) -> float | None:
+    """1 / temperature rounded to float32 (both paths scale by this very number); None: greedy.
+
+    Temperature 0, or one so small that its inverse overflows float32, is greedy (the limit).
+    """
+    if temperature == 0 or 1.0 / temperature > 3.4028234663852886e38:
+        return None
+    return struct.unpack("f", struct.pack("f", 1.0 / temperature))[0]
+
+
+# --------------------------------------------------------------------------------------------- paths
+
+
+def choose_path(model, B: int, backend: str) -> tuple[str, GenConfig | None]:
+    """("one_launch", config), ("steps", None) or ("torch", None) for a model and B streams.
+
+    Reads devices, dtypes and shapes only (as `rnn_scan`'s backend choice).
+    """
+    w = model.l_hidden.weight
+    probe = torch.empty((), device=w.device, dtype=w.dtype).expand(1, max(B, 1), w.shape[0])
+    if _choose_backend(probe, backend) == "torch":
+        return "torch", None
+    prec = dot_precision(w.dtype, torch.get_float32_matmul_precision())
+    cfg = one_launch_config(w.shape[0], model.vocab_size, w.dtype, prec, launch.device_key(w.device)[0])
+    return ("one_launch", cfg) if cfg is not None else ("steps", None)
+
+
+def _empty_tokens(B: int, L: int, device: torch.device) -> torch.Tensor:
+    """(B, L) int64; -1 everywhere under launch.POISON, so that a token left unwritten shows."""
+    out = torch.empty(B, L, dtype=torch.int64, device=device)
+    return out.fill_(-1) if launch.POISON else out
+
+
+def _empty_logp(B: int, L: int, V: int, device: torch.device) -> torch.Tensor:
+    return launch._empty(torch.empty((), dtype=torch.float32, device=device), (B, L, V))
+
+
+def table_of(model) -> torch.Tensor:
+    """The input half of every character, relu(l_in(e.weight)) @ W_h^T + b_h: (V, H), as `recur` gathers it."""
+    w = model.l_hidden.weight
+    return F.linear(F.relu(model.l_in(model.e.weight)), w, model.l_hidden.bias)
+
+
+def draw_torch(
+    logits: torch.Tensor, noise: torch.Tensor | None, inv_temp: float | None, top_k: int
+) -> torch.Tensor:
+    """The kernels' draw in PyTorch: logits (B, V), noise (B, V) Gumbel -> tokens (B,) int64.
+
+    argmax(logits * inv_temp + noise) over the logits >= the k-th largest; greedy when inv_temp is None.
+    """
+    if inv_temp is None:
+        return logits.argmax(-1)
+    if 0 < top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return (logits * torch.tensor(inv_temp, dtype=torch.float32, device=logits.device) + noise).argmax(-1)
+
+
+def _noise_chunk(B: int, V: int, length: int) -> int:
+    """Steps of Gumbel noise made at once by the PyTorch paths: about 2**20 values, at least one step."""
+    return max(1, min(length, 2**20 // max(1, B * V)))
+
+
+def _generate_torch(model, h, table, tokens, logp, seed, inv_temp, top_k, step_fn) -> None:
+    """The PyTorch draws, and `step_fn(h, u) -> h` for the recurrence: fills tokens (B, L) and logp."""
+    B, L = tokens.shape
+    w_out, b_out = model.l_out.weight, model.l_out.bias
+    streams = torch.arange(B, device=h.device)
+    chunk = _noise_chunk(B, model.vocab_size, L)
+    noise = None
+    for i in range(L):
+        if inv_temp is not None and i % chunk == 0:
+            steps = torch.arange(i, min(L, i + chunk), device=h.device)
+            noise = gumbel_noise(seed, streams, steps, model.vocab_size)  # (B, chunk, V)
+        logits = F.linear(h, w_out.to(h.dtype), b_out.to(h.dtype))
+        if logp is not None:
+            logp[:, i] = F.log_softmax(logits, -1)
+        tok = draw_torch(logits, None if noise is None else noise[:, i % chunk].to(h.dtype), inv_temp, top_k)
+        tokens[:, i] = tok
+        if i + 1 < L:
+            h = step_fn(h, F.embedding(tok, table))
+
+
+def generate(
+    model,
+    prime: torch.Tensor,
+    length: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    seed: int = 0,
+    return_logp: bool = False,
+    backend: str = "auto",
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """`FusedCharRNN.generate`: B streams continue their primes (B, P) by `length` characters each.
+
+    Returns tokens (B, length) int64, and with `return_logp` also the (B, length, V) float32
+    log-probabilities each token was drawn from (before temperature and top-k).
+    """
+    check_args(model, prime, length, temperature, top_k, seed, return_logp, backend)
+    B, V = prime.shape[0], model.vocab_size
+    w = model.l_hidden.weight
+    path, cfg = choose_path(model, B, backend)
+    with torch.no_grad():
+        if B == 0 or length == 0:
+            tokens = torch.empty(B, length, dtype=torch.int64, device=w.device)
+            logp = torch.empty(B, length, V, dtype=torch.float32, device=w.device)
+            return (tokens, logp) if return_logp else tokens
+        table = table_of(model)
+        _, h = rnn_scan(F.embedding(prime.t(), table), w, backend="torch" if path == "torch" else "triton")
+        inv_temp = inverse_temperature(float(temperature))
+        tokens = _empty_tokens(B, length, w.device)
+        logp = _empty_logp(B, length, V, w.device) if return_logp else None
+        if path == "torch":
+            cdt = torch.float64 if w.dtype == torch.float64 else torch.float32
+            wf, tf = w.to(cdt), table.to(cdt)
+            lp = None if logp is None else torch.empty(B, length, V, dtype=cdt, device=w.device)
+            _generate_torch(model, h.to(cdt), tf, tokens, lp, seed, inv_temp, top_k, lambda h, u: torch.tanh(F.linear(h, wf) + u))
+            if logp is not None:
+                logp.copy_(lp)
+        else:
+            _generate_triton(model, path, cfg, h, table, tokens, logp, seed, inv_temp, top_k)
+    return (tokens, logp) if return_logp else tokens
+
+
+def _generate_triton(model, path, cfg, h, table, tokens, logp, seed, inv_temp, top_k) -> None:
+    K = launch.K
+    B, L = tokens.shape
+    V, H = model.vocab_size, model.n_hidden
+    w = model.l_hidden.weight
+    wot = model.l_out.weight.t().contiguous()  # (H, V)
+    bo = model.l_out.bias.contiguous()
+    seed_t = torch.tensor([seed], dtype=torch.int64, device=w.device)
+    flags = dict(SAMPLE=inv_temp is not None, HAS_TOP_K=0 < top_k < V, RETURN_LOGP=logp is not None)
+    args = (L, B, H, V, 1.0 if inv_temp is None else inv_temp, max(top_k, 1))
+    logp_arg = tokens if logp is None else logp  # a pointer the kernels never touch without RETURN_LOGP
+    with launch._guard(w.device):
+        if path == "one_launch":
+            K.generate_kernel[(math.ceil(B / cfg.block_b),)](
+                table.contiguous(), w.t().contiguous(), wot, bo, h.contiguous(), seed_t, tokens, logp_arg, *args,
+                BB=cfg.block_b, BH=cfg.block_h, BV=cfg.block_v, DOT_PRECISION=cfg.dot_precision, **flags,
+                num_warps=cfg.num_warps,
+            )  # fmt: skip
+            return
+        _, scan_cfg = resolve_backend(torch.empty((), device=w.device, dtype=w.dtype).expand(1, B, H), "triton")
+        bv = max(16, padded(V))
+        if V > DRAW_MAX_V:  # the draw in PyTorch ops; the recurrence on the kernels
+            step = lambda h, u: launch.forward(u[None].contiguous(), w, h, None, False, False, scan_cfg)[1]  # noqa: E731
+            hf = h.contiguous()
+            _generate_torch(model, hf, table, tokens, logp, seed, inv_temp, top_k, step)
+            return
+        prec = dot_precision(w.dtype, torch.get_float32_matmul_precision())
+        meta = dict(BB=GEN_BLOCK_B, BK=DRAW_BK, BV=bv, DOT_PRECISION="ieee" if w.dtype != torch.float32 else kind(w.dtype, prec))
+        meta.update(flags, num_warps=draw_warps(bv))
+        grid = (math.ceil(B / GEN_BLOCK_B),)
+        h = h.contiguous()
+        for i in range(L):
+            K.generate_draw_step_kernel[grid](h, wot, bo, seed_t, tokens, logp_arg, i, *args, **meta)
+            if i + 1 < L:
+                u = F.embedding(tokens[:, i], table)[None]  # (1, B, H)
+                h = launch.forward(u, w, h, None, False, False, scan_cfg)[1]
