@@ -34,8 +34,9 @@ GEN_MAX_H, GEN_MAX_V = 128, 256
 #: builds (tests/compile_gate.py; its test checks every cubin against this table). A config runs in
 #: one launch where its entry fits the card's SMEM_LIMIT; a missing entry never does.
 GEN_SHARED_BYTES: dict[tuple[int, int, str], int] = {(bh, bv, k): 0 for bh in (16, 32, 64, 128) for bv in (128, 256) for k in ("ieee", "tf32", "half")}  # TODO gate
-#: Reduction chunk of `generate_draw_step_kernel` and its largest BV (beyond: the draw runs in PyTorch ops).
-DRAW_BK, DRAW_MAX_V = 64, 1024
+#: Reduction chunk of `generate_draw_step_kernel`, its BVs (as `gen_block_v`) and its largest V (beyond: the
+#: draw runs in PyTorch ops).
+DRAW_BK, DRAW_BLOCK_VS, DRAW_MAX_V = 64, (128, 256, 512, 1024), 1024
 #: Philox counters are stream * 2**32 + step * V + v: a stream's step * V + v must stay below 2**32.
 COUNTER_LIMIT = 2**32
 
@@ -128,7 +129,7 @@ def check_args(model, prime, length, temperature, top_k, seed, return_logp, back
     V = model.vocab_size
     check_tokens("prime", prime, V, 2, "(B, P)")
     if prime.shape[1] < 1:
-        raise ValueError(f"prime: expected at least one character per stream, shape (B, P) with P >= 1, got {tuple(prime.shape)}")
+        raise ValueError(f"prime: expected shape (B, P) with P >= 1 characters per stream, got {tuple(prime.shape)}")
     device = model.l_hidden.weight.device
     if prime.device != device:
         raise ValueError(f"prime: expected device {device} (the model's), got {prime.device}")
@@ -255,7 +256,8 @@ def generate(
             cdt = torch.float64 if w.dtype == torch.float64 else torch.float32
             wf, tf = w.to(cdt), table.to(cdt)
             lp = None if logp is None else torch.empty(B, length, V, dtype=cdt, device=w.device)
-            _generate_torch(model, h.to(cdt), tf, tokens, lp, seed, inv_temp, top_k, lambda h, u: torch.tanh(F.linear(h, wf) + u))
+            step = lambda h, u: torch.tanh(F.linear(h, wf) + u)  # noqa: E731 (scan_reference's step)
+            _generate_torch(model, h.to(cdt), tf, tokens, lp, seed, inv_temp, top_k, step)
             if logp is not None:
                 logp.copy_(lp)
         else:
@@ -283,14 +285,14 @@ def _generate_triton(model, path, cfg, h, table, tokens, logp, seed, inv_temp, t
             )  # fmt: skip
             return
         _, scan_cfg = resolve_backend(torch.empty((), device=w.device, dtype=w.dtype).expand(1, B, H), "triton")
-        bv = max(16, padded(V))
+        bv = gen_block_v(V)
         if V > DRAW_MAX_V:  # the draw in PyTorch ops; the recurrence on the kernels
             step = lambda h, u: launch.forward(u[None].contiguous(), w, h, None, False, False, scan_cfg)[1]  # noqa: E731
             hf = h.contiguous()
             _generate_torch(model, hf, table, tokens, logp, seed, inv_temp, top_k, step)
             return
-        prec = dot_precision(w.dtype, torch.get_float32_matmul_precision())
-        meta = dict(BB=GEN_BLOCK_B, BK=DRAW_BK, BV=bv, DOT_PRECISION="ieee" if w.dtype != torch.float32 else kind(w.dtype, prec))
+        k = kind(w.dtype, dot_precision(w.dtype, torch.get_float32_matmul_precision()))
+        meta = dict(BB=GEN_BLOCK_B, BK=DRAW_BK, BV=bv, DOT_PRECISION="ieee" if k == "half" else k)
         meta.update(flags, num_warps=draw_warps(bv))
         grid = (math.ceil(B / GEN_BLOCK_B),)
         h = h.contiguous()
