@@ -37,7 +37,7 @@ GEN_SHARED_BYTES: dict[tuple[int, int, str], int] = {(bh, bv, k): 0 for bh in (1
 #: Reduction chunk of `generate_draw_step_kernel`, its BVs (as `gen_block_v`) and its largest V (beyond: the
 #: draw runs in PyTorch ops).
 DRAW_BK, DRAW_BLOCK_VS, DRAW_MAX_V = 64, (128, 256, 512, 1024), 1024
-#: Philox counters are stream * 2**32 + step * V + v: a stream's step * V + v must stay below 2**32.
+#: Philox counters are stream * 2**32 + step * ceil(V / 4) + j: step * ceil(V / 4) + j must stay below 2**32.
 COUNTER_LIMIT = 2**32
 
 
@@ -133,8 +133,9 @@ def check_args(model, prime, length, temperature, top_k, seed, return_logp, back
     device = model.l_hidden.weight.device
     if prime.device != device:
         raise ValueError(f"prime: expected device {device} (the model's), got {prime.device}")
-    if length and (length - 1) * V + V > COUNTER_LIMIT:
-        raise ValueError(f"length: at most {COUNTER_LIMIT // V} characters per call for vocab_size = {V}")
+    groups = (V + 3) // 4
+    if length * groups > COUNTER_LIMIT:
+        raise ValueError(f"length: at most {COUNTER_LIMIT // groups} characters per call for vocab_size = {V}")
     if prime.shape[0] >= 2**31:
         raise ValueError(f"prime: at most 2**31 - 1 streams, got B = {prime.shape[0]}")
 

@@ -165,23 +165,40 @@ def philox_uniform(seed: int, offset: torch.Tensor) -> torch.Tensor:
     """
     lo, hi = offset & _M32, (offset >> 32) & _M32
     zero = torch.zeros_like(lo)
-    x = philox4x32(lo, hi, zero, zero, seed & _M32, (seed >> 32) & _M32)[0]
+    return _uniform(philox4x32(lo, hi, zero, zero, seed & _M32, (seed >> 32) & _M32)[0])
+
+
+def philox_uniform4(seed: int, offset: torch.Tensor) -> torch.Tensor:
+    """`tl.rand4x(seed, offset)` in PyTorch, its four words stacked last: offset (...) -> (..., 4) float32."""
+    lo, hi = offset & _M32, (offset >> 32) & _M32
+    zero = torch.zeros_like(lo)
+    words = philox4x32(lo, hi, zero, zero, seed & _M32, (seed >> 32) & _M32)
+    return torch.stack([_uniform(x) for x in words], -1)
+
+
+def _uniform(x: torch.Tensor) -> torch.Tensor:
+    """Triton's uint_to_uniform_float of a uint32 word (held in int64)."""
     x = torch.where(x >= 2**31, x - 2**32, x)  # the word as int32
     x = torch.where(x < 0, -x - 1, x)  # in [0, 2**31)
     return x.to(torch.float32) * torch.tensor(4.6566127342e-10, dtype=torch.float32, device=x.device)
 
 
 def gumbel_offsets(streams: torch.Tensor, steps: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """The Philox counter of every (stream, step, character): stream * 2**32 + step * V + v, int64.
+    """The Philox counters of every (stream, step, group of 4 characters): stream * 2**32 + step * G + j, int64.
 
-    streams (S,), steps (N,) -> (S, N, V). The counter names the draw, not the launch that makes it, so
-    every path and grid draws the same noise for a stream's step (step * V + v < 2**32 is the caller's).
+    streams (S,), steps (N,) -> (S, N, G), G = ceil(V / 4); word w of counter j is character 4j + w. The
+    counter names the draw, not the launch that makes it, so every path and grid draws the same noise for
+    a stream's step (step * G + j < 2**32 is the caller's).
     """
-    v = torch.arange(vocab_size, dtype=torch.int64, device=streams.device)
-    return (streams.long()[:, None, None] << 32) + steps.long()[None, :, None] * vocab_size + v
+    groups = (vocab_size + 3) // 4
+    j = torch.arange(groups, dtype=torch.int64, device=streams.device)
+    return (streams.long()[:, None, None] << 32) + steps.long()[None, :, None] * groups + j
 
 
 def gumbel_noise(seed: int, streams: torch.Tensor, steps: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """Gumbel(0, 1) noise -log(-log(u)) in float32, u = `philox_uniform(seed, gumbel_offsets(...))`: (S, N, V)."""
-    u = philox_uniform(seed, gumbel_offsets(streams, steps, vocab_size))
+    """Gumbel(0, 1) noise -log(-log(u)) in float32 of the generation kernels' draws: (S, N, V).
+
+    u: `philox_uniform4` of `gumbel_offsets`, the four words of counter j for characters 4j..4j+3.
+    """
+    u = philox_uniform4(seed, gumbel_offsets(streams, steps, vocab_size)).flatten(-2)[..., :vocab_size]
     return -torch.log(-torch.log(u))

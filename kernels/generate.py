@@ -7,8 +7,9 @@ Per step, for each of a program's BB streams (h = the state after the prime at s
     token  = argmax(logits / T + g) over the top k        greedy (no g, no T) unless SAMPLE
     h      = tanh(h @ W_h^T + table[token])               the next step's state
 
-with g = -log(-log(u)) (the Gumbel-max trick), u = tl.rand(seed, counter) and the counter
-stream * 2**32 + step * V + v: it names the draw, not the program or launch that makes it, so a
+with g = -log(-log(u)) (the Gumbel-max trick), u from Triton's Philox (tl.rand4x: word w of the
+counter stream * 2**32 + step * ceil(V / 4) + j is character 4j + w): the counter names the draw,
+not the program or launch that makes it, so a
 stream's text does not depend on the grid, on B or on the path (`fused_rnn.reference.gumbel_noise`
 is the same function in PyTorch). Top-k keeps every character whose logit is at least the k-th
 largest (ties at the k-th all kept).
@@ -86,9 +87,15 @@ def _draw(
             b_key = tl.where(b_bits < 0, b_bits ^ 0x7FFFFFFF, b_bits)
             b_kth = _kth_largest_key(b_key, m_v, top_k)
             b_x = tl.where(b_key >= b_kth[:, None], b_x, float("-inf"))
-        # the draw's own counter: stream * 2**32 + step * V + v
-        o_r = (o_b.to(tl.int64)[:, None] << 32) + (i64 * V + o_v[None, :])  # [BB, BV]
-        b_g = -tl.log(-tl.log(tl.rand(seed, o_r)))
+        # the draw's own counters: stream * 2**32 + step * G + j, G = ceil(V / 4); Philox gives 4 words
+        # per counter, word w for character 4j + w (a quarter of the rounds and registers of one per lane)
+        BB: tl.constexpr = b_x.shape[0]
+        BV: tl.constexpr = b_x.shape[1]
+        o_j = tl.arange(0, BV // 4)
+        o_r = (o_b.to(tl.int64)[:, None] << 32) + (i64 * ((V + 3) // 4) + o_j[None, :])  # [BB, BV / 4]
+        b_u0, b_u1, b_u2, b_u3 = tl.rand4x(seed, o_r)
+        b_u = tl.reshape(tl.join(tl.join(b_u0, b_u2), tl.join(b_u1, b_u3)), (BB, BV))  # [j, a, b] -> 4j + 2a + b
+        b_g = -tl.log(-tl.log(b_u))
         b_x = b_x * inv_temp + b_g
     # first index of the largest, as torch.argmax; the clamp keeps a NaN row's gather in bounds
     b_tok = tl.minimum(tl.argmax(b_x, axis=1), V - 1)  # [BB]

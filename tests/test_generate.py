@@ -233,4 +233,4 @@ def test_bad_input_is_refused_before_any_launch(kwargs, name, monkeypatch):
 def test_length_limit_of_the_counters():
     model = _model(11, 16, "cpu")
     with pytest.raises(ValueError, match="length: at most"):
-        model.generate(torch.zeros(1, 1, dtype=torch.long), 2**32 // 11 + 1)
+        model.generate(torch.zeros(1, 1, dtype=torch.long), 2**32 // 3 + 1)
