@@ -279,7 +279,9 @@ def _gen_families() -> list[dict]:
             consts = dict(BB=cfg.block_b, BV=bv, DOT_PRECISION="ieee" if prec_k == "half" else prec_k, **shape)
             for feature, flags in GEN_FEATURES.items():
                 for spec, (B, dh, dv) in GEN_SPECS.items():
-                    if feature == "greedy" and spec != next(iter(GEN_SPECS)):
+                    first = spec == next(iter(GEN_SPECS))
+                    # every class at the largest BH (the most registers), the common one below it
+                    if not first and (feature == "greedy" or cfg.block_h < G.GEN_MAX_H or kernel != "generate_kernel"):
                         continue
                     for group in (g for g in groups if g):
                         jobs.append(
