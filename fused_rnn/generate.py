@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -212,8 +213,9 @@ def _noise_chunk(B: int, V: int, length: int) -> int:
     return max(1, min(length, 2**20 // max(1, B * V)))
 
 
-def _generate_torch(model, h, table, tokens, logp, seed, inv_temp, top_k, step_fn) -> None:
-    """The PyTorch draws, and `step_fn(h, u) -> h` for the recurrence: fills tokens (B, L) and logp."""
+def _generate_torch(model, h, table, tokens, logp, step0, seed, inv_temp, top_k, step_fn) -> torch.Tensor:
+    """The PyTorch draws, and `step_fn(h, u) -> h` for the recurrence: fills tokens (B, L) and logp;
+    returns the state after the last token. Step i draws with the counters of step step0 + i."""
     B, L = tokens.shape
     w_out, b_out = model.l_out.weight, model.l_out.bias
     streams = torch.arange(B, device=h.device)
@@ -221,15 +223,54 @@ def _generate_torch(model, h, table, tokens, logp, seed, inv_temp, top_k, step_f
     noise = None
     for i in range(L):
         if inv_temp is not None and i % chunk == 0:
-            steps = torch.arange(i, min(L, i + chunk), device=h.device)
+            steps = torch.arange(step0 + i, step0 + min(L, i + chunk), device=h.device)
             noise = gumbel_noise(seed, streams, steps, model.vocab_size)  # (B, chunk, V)
         logits = F.linear(h, w_out.to(h.dtype), b_out.to(h.dtype))
         if logp is not None:
             logp[:, i] = F.log_softmax(logits, -1)
         tok = draw_torch(logits, None if noise is None else noise[:, i % chunk].to(h.dtype), inv_temp, top_k)
         tokens[:, i] = tok
-        if i + 1 < L:
-            h = step_fn(h, F.embedding(tok, table))
+        h = step_fn(h, F.embedding(tok, table))
+    return h
+
+
+class _Run:
+    """One generation request after its checks: the path, the model's tensors, and the state to continue from."""
+
+    def __init__(self, model, prime, temperature, top_k, seed, return_logp, backend):
+        self.model, self.seed, self.top_k, self.return_logp = model, seed, top_k, return_logp
+        self.B, self.V = prime.shape[0], model.vocab_size
+        self.w = model.l_hidden.weight
+        self.path, self.cfg = choose_path(model, self.B, backend)
+        self.inv_temp = inverse_temperature(float(temperature))
+        self.step = 0  # the counter index of the next step
+        if self.B == 0:
+            return
+        self.table = table_of(model)
+        backend = "torch" if self.path == "torch" else "triton"
+        _, self.h = rnn_scan(F.embedding(prime.t(), self.table), self.w, backend=backend)
+
+    def next(self, length: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The stream's next `length` tokens (B, length) and log-probabilities (or None); the state carries on."""
+        B, V, w = self.B, self.V, self.w
+        if B == 0 or length == 0:
+            tokens = torch.empty(B, length, dtype=torch.int64, device=w.device)
+            return tokens, (torch.empty(B, length, V, device=w.device) if self.return_logp else None)
+        tokens = _empty_tokens(B, length, w.device)
+        logp = _empty_logp(B, length, V, w.device) if self.return_logp else None
+        if self.path == "torch":
+            cdt = torch.float64 if w.dtype == torch.float64 else torch.float32
+            wf, tf = w.to(cdt), self.table.to(cdt)
+            lp = None if logp is None else torch.empty(B, length, V, dtype=cdt, device=w.device)
+            step = lambda h, u: torch.tanh(F.linear(h, wf) + u)  # noqa: E731 (scan_reference's step)
+            args = (tokens, lp, self.step, self.seed, self.inv_temp, self.top_k, step)
+            self.h = _generate_torch(self.model, self.h.to(cdt), tf, *args)
+            if logp is not None:
+                logp.copy_(lp)
+        else:
+            self.h = _generate_triton(self, tokens, logp)
+        self.step += length
+        return tokens, logp
 
 
 def generate(
@@ -249,65 +290,72 @@ def generate(
     log-probabilities each token was drawn from (before temperature and top-k).
     """
     check_args(model, prime, length, temperature, top_k, seed, return_logp, backend)
-    B, V = prime.shape[0], model.vocab_size
-    w = model.l_hidden.weight
-    path, cfg = choose_path(model, B, backend)
     with torch.no_grad():
-        if B == 0 or length == 0:
-            tokens = torch.empty(B, length, dtype=torch.int64, device=w.device)
-            logp = torch.empty(B, length, V, dtype=torch.float32, device=w.device)
-            return (tokens, logp) if return_logp else tokens
-        table = table_of(model)
-        _, h = rnn_scan(F.embedding(prime.t(), table), w, backend="torch" if path == "torch" else "triton")
-        inv_temp = inverse_temperature(float(temperature))
-        tokens = _empty_tokens(B, length, w.device)
-        logp = _empty_logp(B, length, V, w.device) if return_logp else None
-        if path == "torch":
-            cdt = torch.float64 if w.dtype == torch.float64 else torch.float32
-            wf, tf = w.to(cdt), table.to(cdt)
-            lp = None if logp is None else torch.empty(B, length, V, dtype=cdt, device=w.device)
-            step = lambda h, u: torch.tanh(F.linear(h, wf) + u)  # noqa: E731 (scan_reference's step)
-            _generate_torch(model, h.to(cdt), tf, tokens, lp, seed, inv_temp, top_k, step)
-            if logp is not None:
-                logp.copy_(lp)
-        else:
-            _generate_triton(model, path, cfg, h, table, tokens, logp, seed, inv_temp, top_k)
+        tokens, logp = _Run(model, prime, temperature, top_k, seed, return_logp, backend).next(length)
     return (tokens, logp) if return_logp else tokens
 
 
-def _generate_triton(model, path, cfg, h, table, tokens, logp, seed, inv_temp, top_k) -> None:
-    K = launch.K
+def generate_chunks(
+    model,
+    prime: torch.Tensor,
+    length: int,
+    chunk: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    seed: int = 0,
+    backend: str = "auto",
+) -> Iterator[torch.Tensor]:
+    """`generate`'s tokens in pieces of `chunk` steps (B, <= chunk), each as soon as it is made.
+
+    The state and the draws' counters carry on from piece to piece, so the pieces joined are
+    `generate(model, prime, length, ...)` (float32: exactly). One launch per piece on the one-launch path.
+    """
+    check_args(model, prime, length, temperature, top_k, seed, False, backend)
+    if not _is_int(chunk) or chunk < 1:
+        raise ValueError(f"chunk: expected an integer >= 1, got {chunk!r}")
+    with torch.no_grad():
+        run = _Run(model, prime, temperature, top_k, seed, False, backend)
+    for start in range(0, length, chunk):
+        with torch.no_grad():
+            yield run.next(min(chunk, length - start))[0]
+
+
+def _generate_triton(run: _Run, tokens: torch.Tensor, logp: torch.Tensor | None) -> torch.Tensor:
+    """The kernels' paths: fills tokens and logp, returns the state after the last token."""
+    K, model, w, h = launch.K, run.model, run.w, run.h.contiguous()
     B, L = tokens.shape
-    V, H = model.vocab_size, model.n_hidden
-    w = model.l_hidden.weight
+    V, H = run.V, model.n_hidden
     wot = model.l_out.weight.t().contiguous()  # (H, V)
     bo = model.l_out.bias.contiguous()
-    seed_t = torch.tensor([seed], dtype=torch.int64, device=w.device)
+    seed_t = torch.tensor([run.seed], dtype=torch.int64, device=w.device)
+    inv_temp, top_k = run.inv_temp, run.top_k
     flags = dict(SAMPLE=inv_temp is not None, HAS_TOP_K=0 < top_k < V, RETURN_LOGP=logp is not None)
-    args = (L, B, H, V, 1.0 if inv_temp is None else inv_temp, max(top_k, 1))
+    args = (L, run.step, B, H, V, 1.0 if inv_temp is None else inv_temp, max(top_k, 1))
     logp_arg = tokens if logp is None else logp  # a pointer the kernels never touch without RETURN_LOGP
     with launch._guard(w.device):
-        if path == "one_launch":
+        if run.path == "one_launch":
+            cfg = run.cfg
+            hn = torch.empty_like(h)
             K.generate_kernel[(math.ceil(B / cfg.block_b),)](
-                table.contiguous(), w.t().contiguous(), wot, bo, h.contiguous(), seed_t, tokens, logp_arg, *args,
+                run.table.contiguous(), w.t().contiguous(), wot, bo, h, seed_t, tokens, logp_arg, hn, *args,
                 BB=cfg.block_b, BH=cfg.block_h, BV=cfg.block_v, DOT_PRECISION=cfg.dot_precision, **flags,
                 num_warps=cfg.num_warps,
             )  # fmt: skip
-            return
+            return hn
         _, scan_cfg = resolve_backend(torch.empty((), device=w.device, dtype=w.dtype).expand(1, B, H), "triton")
+
+        def step(h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:  # the recurrence, T = 1, on the kernels
+            return launch.forward(u[None].contiguous(), w, h, None, False, False, scan_cfg)[1]
+
+        if V > DRAW_MAX_V:  # the draw in PyTorch ops
+            return _generate_torch(model, h, run.table, tokens, logp, run.step, run.seed, inv_temp, top_k, step)
         bv = gen_block_v(V)
-        if V > DRAW_MAX_V:  # the draw in PyTorch ops; the recurrence on the kernels
-            step = lambda h, u: launch.forward(u[None].contiguous(), w, h, None, False, False, scan_cfg)[1]  # noqa: E731
-            hf = h.contiguous()
-            _generate_torch(model, hf, table, tokens, logp, seed, inv_temp, top_k, step)
-            return
         k = kind(w.dtype, dot_precision(w.dtype, torch.get_float32_matmul_precision()))
         meta = dict(BB=GEN_BLOCK_B, BK=DRAW_BK, BV=bv, DOT_PRECISION="ieee" if k == "half" else k)
         meta.update(flags, num_warps=draw_warps(bv))
         grid = (math.ceil(B / GEN_BLOCK_B),)
-        h = h.contiguous()
         for i in range(L):
             K.generate_draw_step_kernel[grid](h, wot, bo, seed_t, tokens, logp_arg, i, *args, **meta)
-            if i + 1 < L:
-                u = F.embedding(tokens[:, i], table)[None]  # (1, B, H)
-                h = launch.forward(u, w, h, None, False, False, scan_cfg)[1]
+            h = step(h, F.embedding(tokens[:, i], run.table))
+    return h

@@ -60,7 +60,8 @@ def _draw(
     m_b,
     o_v,  # [BV]
     m_v,
-    i,  # the step
+    i,  # the step: column i of the outputs
+    S0,  # the first step's counter index (a continued stream's steps so far)
     seed,  # int64 scalar
     tokens,
     logp,
@@ -74,7 +75,7 @@ def _draw(
 ):
     """Write step i's token (and log-probabilities) of every stream; returns the tokens [BB] (int32, < V)."""
     b_x = tl.where(m_v[None, :], b_logits, float("-inf"))  # [BB, BV]
-    i64 = tl.zeros([], dtype=tl.int64) + i  # the step in 64 bits: i * V may pass 2**31
+    i64 = tl.zeros([], dtype=tl.int64) + i  # the step in 64 bits: step * V may pass 2**31
     o_bl = o_b.to(tl.int64) * L + i64  # [BB]: (stream, step) in the (B, L) outputs
     if RETURN_LOGP:
         b_m = tl.max(b_x, axis=1)
@@ -92,7 +93,7 @@ def _draw(
         BB: tl.constexpr = b_x.shape[0]
         BV: tl.constexpr = b_x.shape[1]
         o_j = tl.arange(0, BV // 4)
-        o_r = (o_b.to(tl.int64)[:, None] << 32) + (i64 * ((V + 3) // 4) + o_j[None, :])  # [BB, BV / 4]
+        o_r = (o_b.to(tl.int64)[:, None] << 32) + ((i64 + S0) * ((V + 3) // 4) + o_j[None, :])  # [BB, BV / 4]
         b_u0, b_u1, b_u2, b_u3 = tl.rand4x(seed, o_r)
         b_u = tl.reshape(tl.join(tl.join(b_u0, b_u2), tl.join(b_u1, b_u3)), (BB, BV))  # [j, a, b] -> 4j + 2a + b
         b_g = -tl.log(-tl.log(b_u))
@@ -103,7 +104,7 @@ def _draw(
     return b_tok
 
 
-@triton.jit(do_not_specialize=["L", "top_k"])
+@triton.jit(do_not_specialize=["L", "S0", "top_k"])
 def generate_kernel(
     table,  # (V, H): the input half of every character, relu(l_in(e)) @ W_h^T + b_h
     wt,  # (H, H): W_h^T, contiguous
@@ -113,7 +114,9 @@ def generate_kernel(
     seed,  # (1,) int64
     tokens,  # (B, L) int64 out
     logp,  # (B, L, V) float32 out, written only when RETURN_LOGP
+    hn,  # (B, H) out: the state after the last token, to continue from
     L,
+    S0,  # the counter index of step 0 (0 for a fresh stream)
     B,
     H,
     V,
@@ -142,7 +145,7 @@ def generate_kernel(
     for i in range(L):
         b_logits = dot_f32(b_h, b_wo, DOT_PRECISION) + b_bo[None, :]  # [BB, BV]
         b_tok = _draw(
-            b_logits, o_b, m_b, o_v, m_v, i, b_seed, tokens, logp, L, V, inv_temp, top_k,
+            b_logits, o_b, m_b, o_v, m_v, i, S0, b_seed, tokens, logp, L, V, inv_temp, top_k,
             SAMPLE, HAS_TOP_K, RETURN_LOGP,
         )  # fmt: skip
         # the drawn characters' table rows: one gathered [BB, BH] load from L2
@@ -150,9 +153,10 @@ def generate_kernel(
         # the where keeps u out of the dot's accumulator (as in fused_recurrent_fwd_kernel)
         b_a = tl.where(m_bh, dot_f32(b_h, b_wt, DOT_PRECISION), 0.0) + b_u.to(tl.float32)
         b_h = tanh_f32(b_a)
+    tl.store(hn + o_b[:, None] * H + o_h[None, :], b_h.to(hn.dtype.element_ty), mask=m_bh)
 
 
-@triton.jit(do_not_specialize=["i", "L", "top_k"])
+@triton.jit(do_not_specialize=["i", "L", "S0", "top_k"])
 def generate_draw_step_kernel(
     h,  # (B, H): the state after step i's recurrence (the prime's last state at i = 0)
     wot,  # (H, V): W_out^T, contiguous
@@ -162,6 +166,7 @@ def generate_draw_step_kernel(
     logp,  # (B, L, V) float32 out: [:, i] written when RETURN_LOGP
     i,
     L,
+    S0,
     B,
     H,
     V,
@@ -187,6 +192,6 @@ def generate_draw_step_kernel(
         b_logits += dot_f32(b_hk, b_w, DOT_PRECISION)
     b_logits += tl.load(bo + o_v, mask=m_v, other=0.0).to(tl.float32)[None, :]
     _draw(
-        b_logits, o_b, m_b, o_v, m_v, i, tl.load(seed), tokens, logp, L, V, inv_temp, top_k,
+        b_logits, o_b, m_b, o_v, m_v, i, S0, tl.load(seed), tokens, logp, L, V, inv_temp, top_k,
         SAMPLE, HAS_TOP_K, RETURN_LOGP,
     )  # fmt: skip

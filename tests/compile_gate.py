@@ -94,11 +94,12 @@ ARGS = {
     # generation (fused_rnn/generate.py): "seed" the (1,) int64 seed, "tokens" the int64 tokens, "logp" the
     # float32 log-probabilities (with RETURN_LOGP; else the tokens), "float" 1 / temperature, "V" V
     "generate_kernel": (
-        "table:new wt:new wot:new bo:in h0:new seed:seed tokens:tokens logp:logp L:step B:B H:H V:V "
-        "inv_temp:float top_k:step"
+        "table:new wt:new wot:new bo:in h0:new seed:seed tokens:tokens logp:logp hn:new L:step S0:step B:B H:H "
+        "V:V inv_temp:float top_k:step"
     ),
     "generate_draw_step_kernel": (
-        "h:new wot:new bo:in seed:seed tokens:tokens logp:logp i:step L:step B:B H:H V:V inv_temp:float top_k:step"
+        "h:new wot:new bo:in seed:seed tokens:tokens logp:logp i:step L:step S0:step B:B H:H V:V inv_temp:float "
+        "top_k:step"
     ),
 }
 #: The generation kernels (`fused_rnn.generate`): built for every config of `all_gen_configs` (and every
