@@ -316,9 +316,13 @@ def generate_chunks(
         raise ValueError(f"chunk: expected an integer >= 1, got {chunk!r}")
     with torch.no_grad():
         run = _Run(model, prime, temperature, top_k, seed, False, backend)
-    for start in range(0, length, chunk):
-        with torch.no_grad():
-            yield run.next(min(chunk, length - start))[0]
+
+    def pieces() -> Iterator[torch.Tensor]:
+        for start in range(0, length, chunk):
+            with torch.no_grad():
+                yield run.next(min(chunk, length - start))[0]
+
+    return pieces()
 
 
 def _generate_triton(run: _Run, tokens: torch.Tensor, logp: torch.Tensor | None) -> torch.Tensor:
