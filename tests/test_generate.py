@@ -51,6 +51,16 @@ def test_philox_known_answers():
     ]  # fmt: skip
 
 
+def test_philox_numpy_and_torch_give_the_same_bits():
+    """CPU tensors run Philox in numpy, others in torch ops: the same function."""
+    from fused_rnn.reference import _philox4x32_torch
+
+    c = [torch.randint(0, 2**32, (300,)) for _ in range(4)]
+    keys = (torch.randint(0, 2**32, ()).item(), torch.randint(0, 2**32, ()).item())
+    for a, b in zip(philox4x32(*c, *keys), _philox4x32_torch(*c, *keys, 10), strict=True):
+        assert torch.equal(a, b)
+
+
 @triton.jit
 def _rand_kernel(seed, offs, out, N, BLOCK: tl.constexpr):
     o = tl.arange(0, BLOCK)
