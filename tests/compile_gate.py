@@ -124,7 +124,7 @@ KERNELS = {
         "split_recurrent_bwd_step_kernel",
     ),
 }
-LOOPING = {"fused_recurrent_fwd_kernel", "fused_recurrent_bwd_kernel"} | {
+LOOPING = {"fused_recurrent_fwd_kernel", "fused_recurrent_bwd_kernel", "generate_kernel"} | {
     "split_recurrent_fwd_kernel",
     "split_recurrent_bwd_kernel",
 }
