@@ -340,7 +340,7 @@ def _generate_triton(run: _Run, tokens: torch.Tensor, logp: torch.Tensor | None)
     with launch._guard(w.device):
         if run.path == "one_launch":
             cfg = run.cfg
-            hn = torch.empty_like(h)
+            hn = launch._empty(h)  # NaN under launch.POISON: the chunked tests see an unwritten state
             K.generate_kernel[(math.ceil(B / cfg.block_b),)](
                 run.table.contiguous(), w.t().contiguous(), wot, bo, h, seed_t, tokens, logp_arg, hn, *args,
                 BB=cfg.block_b, BH=cfg.block_h, BV=cfg.block_v, DOT_PRECISION=cfg.dot_precision, **flags,
