@@ -3,7 +3,8 @@
     one launch   `generate_kernel`: every character of every stream in one kernel call (H <= 128,
                  V <= 256 where the gate's shared memory fits the card, see `one_launch_config`)
     per step     triton elsewhere: per character, `generate_draw_step_kernel` (projection, log-softmax,
-                 top-k, Gumbel-max draw) and one recurrence step (the gather and `launch.forward`, T = 1)
+                 top-k, Gumbel-max draw; V <= 256, 512 in half precision, else PyTorch ops) and one
+                 recurrence step (the gather and `launch.forward`, T = 1)
     torch        plain PyTorch ops, the same draws: Gumbel noise from the same Philox counters
                  (`fused_rnn.reference.gumbel_noise`)
 
@@ -21,23 +22,52 @@ import torch
 import torch.nn.functional as F
 
 from . import launch
-from .dispatch import SMEM_LIMIT, dot_precision, padded, smem_limit
+from .dispatch import SMEM_LIMIT, dot_precision, smem_limit
 from .ops import BACKENDS, _choose_backend, resolve_backend, rnn_scan
 from .reference import gumbel_noise
 
 #: Streams per program of the generation kernels (the smallest tl.dot tile).
 GEN_BLOCK_B = 16
-#: Smallest BV: vocabularies up to 128 share one build (char vocabularies are 60-160 wide).
-GEN_MIN_BV = 128
-#: Largest H and V `generate_kernel` holds on chip (W_h^T and W_out^T, in the storage dtype).
+#: Largest H and V `generate_kernel` runs (W_h^T and W_out^T on chip).
 GEN_MAX_H, GEN_MAX_V = 128, 256
-#: Shared memory (bytes) of `generate_kernel` by (BH, BV, dot kind), the most over the compile gate's
-#: builds (tests/compile_gate.py; its test checks every cubin against this table). A config runs in
-#: one launch where its entry fits the card's SMEM_LIMIT; a missing entry never does.
-GEN_SHARED_BYTES: dict[tuple[int, int, str], int] = {(bh, bv, k): 0 for bh in (16, 32, 64, 128) for bv in (128, 256) for k in ("ieee", "tf32", "half")}  # TODO gate
-#: Reduction chunk of `generate_draw_step_kernel`, its BVs (as `gen_block_v`) and its largest V (beyond: the
-#: draw runs in PyTorch ops).
-DRAW_BK, DRAW_BLOCK_VS, DRAW_MAX_V = 64, (128, 256, 512, 1024), 1024
+#: (BH, BV, dot kind) -> (warps, shared memory in bytes) of every `generate_kernel` config that builds
+#: without spills in the compile gate (tests/compile_gate.py; the bytes are the most over its builds, which
+#: its test checks). `one_launch_config` takes the smallest BH >= H, then BV >= V, that fits the card. Left
+#: out for spilling (gate, Triton 3.6, 16 warps for the FMA dots from BH = 64, else 8): BH = 16 with
+#: tensor-core dots (24 B - 2.6 KiB), the FMA dots at BH = 64 (8-32 B) and BH = 32, BV = 256 (8 B), and the
+#: FMA dots at BH = 128, BV = 128 (1.4 KiB at 16 warps, 1.9 KiB at 8); those sizes run a larger config.
+GEN_CONFIGS: dict[tuple[int, int, str], tuple[int, int]] = {
+    (16, 128, "ieee"): (8, 19456),
+    (16, 256, "ieee"): (8, 23552),
+    (32, 128, "ieee"): (8, 31744),
+    (128, 256, "ieee"): (16, 222208),
+    (32, 128, "tf32"): (8, 29696),
+    (32, 256, "tf32"): (8, 54272),
+    (64, 128, "tf32"): (8, 58368),
+    (64, 256, "tf32"): (8, 99328),
+    (128, 128, "tf32"): (8, 140288),
+    (128, 256, "tf32"): (8, 214016),
+    (32, 128, "half"): (8, 19456),
+    (32, 256, "half"): (8, 35840),
+    (64, 128, "half"): (8, 33792),
+    (64, 256, "half"): (8, 58368),
+    (128, 128, "half"): (8, 74752),
+    (128, 256, "half"): (8, 115712),
+}
+GEN_SHARED_BYTES = {k: v[1] for k, v in GEN_CONFIGS.items()}
+#: (BV, dot kind) -> shared memory (bytes) of the `generate_draw_step_kernel` builds without spills
+#: (BK = 64; 4 warps, 8 at BV = 512). A V no entry covers on the card draws in PyTorch ops (the half
+#: BV = 1024 build spills; float32 BV >= 512 needs over 227 KiB, its K loop's loads multi-buffered).
+DRAW_BK = 64
+DRAW_CONFIGS: dict[tuple[int, str], int] = {
+    (128, "ieee"): 74752,
+    (256, "ieee"): 140288,
+    (128, "tf32"): 74752,
+    (256, "tf32"): 140288,
+    (128, "half"): 21504,
+    (256, "half"): 37888,
+    (512, "half"): 70656,
+}
 #: Philox counters are stream * 2**32 + step * ceil(V / 4) + j: step * ceil(V / 4) + j must stay below 2**32.
 COUNTER_LIMIT = 2**32
 
@@ -53,24 +83,14 @@ class GenConfig:
     dot_precision: str
 
 
-def gen_block_v(V: int, block_h: int = 0, kind_: str = "") -> int:
-    """BV of the generation kernels for V (and `generate_kernel`'s BH and dot kind).
-
-    The float32 FMA kernel at BH = 128 takes BV = 256 for every V: at BV = 128 ptxas spills 1.4 KiB
-    of it at 16 warps (8 warps: 1.9 KiB at 255 registers), at 256 it builds clean (compile gate).
-    """
-    if (block_h, kind_) == (128, "ieee"):
-        return 256
-    return max(GEN_MIN_BV, padded(V))
-
-
-def gen_warps(block_h: int, kind_: str) -> int:
-    """Warps of `generate_kernel`: 8, and 16 for the float32 FMA dots from BH = 64 (fewer spill)."""
-    return 16 if kind_ == "ieee" and block_h >= 64 else 8
-
-
 def draw_warps(block_v: int) -> int:
     return 8 if block_v >= 512 else 4
+
+
+def draw_block_v(V: int, k: str, capability: tuple[int, int] | None) -> int | None:
+    """The draw-step kernel's BV for V on a card, or None: the draw runs in PyTorch ops."""
+    fits = [bv for (bv, kk), smem in DRAW_CONFIGS.items() if kk == k and bv >= V and smem <= smem_limit(capability)]
+    return min(fits) if fits else None
 
 
 def kind(dtype: torch.dtype, precision: str) -> str:
@@ -85,29 +105,39 @@ def one_launch_config(
 ) -> GenConfig | None:
     """`generate_kernel`'s config for a model, or None where generation runs per step.
 
-    One launch needs H <= GEN_MAX_H, V <= GEN_MAX_V and the gate's shared memory within the card's
-    per-block limit (`capability` None: the interpreter, sm_90's table).
+    The smallest gated config (`GEN_CONFIGS`) with BH >= H and BV >= V whose shared memory fits the
+    card's per-block limit (`capability` None: the interpreter, sm_90's table).
     """
-    if H > GEN_MAX_H or V > GEN_MAX_V or dtype not in (torch.float32, torch.float16, torch.bfloat16):
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
         return None
-    bh, k = padded(H), kind(dtype, precision)
-    bv = gen_block_v(V, bh, k)
-    need = GEN_SHARED_BYTES.get((bh, bv, k))
-    if need is None or need > smem_limit(capability):
-        return None
-    return GenConfig(GEN_BLOCK_B, bh, bv, gen_warps(bh, k), "ieee" if k == "half" else k)
+    k, limit = kind(dtype, precision), smem_limit(capability)
+    for (bh, bv, kk), (warps, smem) in sorted(GEN_CONFIGS.items()):
+        if kk == k and bh >= H and bv >= V and smem <= limit:
+            return GenConfig(GEN_BLOCK_B, bh, bv, warps, "ieee" if k == "half" else k)
+    return None
 
 
 def all_gen_configs() -> list[tuple[tuple[int, int], torch.dtype, str, GenConfig]]:
-    """Every (capability, dtype, precision, config) of `generate_kernel` the compile gate builds (fits or not)."""
+    """Every (capability, dtype, precision, config) of `generate_kernel` a card can run: what the gate builds."""
     out = []
     for cap in SMEM_LIMIT:
         for dtype in (torch.float32, torch.float16, torch.bfloat16):
             for prec in ("ieee", "tf32") if dtype == torch.float32 else ("ieee",):
-                k = kind(dtype, prec)
-                for bh in (16, 32, 64, 128):
-                    for bv in sorted({gen_block_v(v, bh, k) for v in (GEN_MIN_BV, GEN_MAX_V)}):
-                        out.append((cap, dtype, prec, GenConfig(GEN_BLOCK_B, bh, bv, gen_warps(bh, k), prec)))
+                for (bh, bv, k), (warps, smem) in sorted(GEN_CONFIGS.items()):
+                    if k == kind(dtype, prec) and smem <= smem_limit(cap):
+                        out.append((cap, dtype, prec, GenConfig(GEN_BLOCK_B, bh, bv, warps, prec)))
+    return out
+
+
+def all_draw_configs() -> list[tuple[tuple[int, int], torch.dtype, str, int]]:
+    """Every (capability, dtype, precision, BV) of the draw-step kernel a card can run."""
+    out = []
+    for cap in SMEM_LIMIT:
+        for dtype in (torch.float32, torch.float16, torch.bfloat16):
+            for prec in ("ieee", "tf32") if dtype == torch.float32 else ("ieee",):
+                for (bv, k), smem in sorted(DRAW_CONFIGS.items()):
+                    if k == kind(dtype, prec) and smem <= smem_limit(cap):
+                        out.append((cap, dtype, prec, bv))
     return out
 
 
@@ -352,10 +382,10 @@ def _generate_triton(run: _Run, tokens: torch.Tensor, logp: torch.Tensor | None)
         def step(h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:  # the recurrence, T = 1, on the kernels
             return launch.forward(u[None].contiguous(), w, h, None, False, False, scan_cfg)[1]
 
-        if V > DRAW_MAX_V:  # the draw in PyTorch ops
-            return _generate_torch(model, h, run.table, tokens, logp, run.step, run.seed, inv_temp, top_k, step)
-        bv = gen_block_v(V)
         k = kind(w.dtype, dot_precision(w.dtype, torch.get_float32_matmul_precision()))
+        bv = draw_block_v(V, k, launch.device_key(w.device)[0])
+        if bv is None:  # no draw kernel for this V on this card: the draw in PyTorch ops
+            return _generate_torch(model, h, run.table, tokens, logp, run.step, run.seed, inv_temp, top_k, step)
         meta = dict(BB=GEN_BLOCK_B, BK=DRAW_BK, BV=bv, DOT_PRECISION="ieee" if k == "half" else k)
         meta.update(flags, num_warps=draw_warps(bv))
         grid = (math.ceil(B / GEN_BLOCK_B),)

@@ -266,34 +266,33 @@ def _gen_families() -> list[dict]:
 
     configs: dict = {}
     for cap, dtype, prec, cfg in G.all_gen_configs():
-        configs.setdefault((str(dtype), prec, cfg), []).append(cap[0] * 10 + cap[1])
+        key = (str(dtype), prec, "generate_kernel", cfg.block_h, cfg.block_v, cfg.num_warps)
+        configs.setdefault(key, []).append(cap[0] * 10 + cap[1])
+    for cap, dtype, prec, bv in G.all_draw_configs():  # (its H is any: BK-wide chunks; stand-in 256)
+        key = (str(dtype), prec, "generate_draw_step_kernel", 256, bv, G.draw_warps(bv))
+        configs.setdefault(key, []).append(cap[0] * 10 + cap[1])
     jobs = []
-    for (dtype, prec, cfg), ccs in configs.items():
+    for (dtype, prec, kernel, bh, bv, warps), ccs in configs.items():
         groups = [sorted(c for c in ccs if c in SAME_PTX)] + [[c] for c in sorted(ccs) if c not in SAME_PTX]
-        kernels = [("generate_kernel", dict(BH=cfg.block_h), cfg.block_h, cfg.num_warps)]
-        if (cfg.block_h, cfg.block_v) == (G.GEN_MAX_H, G.GEN_MAX_V):  # the draw step: every BV, once per dtype
-            for bv in G.DRAW_BLOCK_VS:  # (its H is any: BK-wide chunks; stand-in 256)
-                kernels.append(("generate_draw_step_kernel", dict(BK=G.DRAW_BK, BV_=bv), 256, G.draw_warps(bv)))
-        for kernel, shape, h_std, warps in kernels:
-            bv = shape.pop("BV_", cfg.block_v)
-            prec_k = G.kind(getattr(torch, dtype.split(".")[1]), prec)
-            consts = dict(BB=cfg.block_b, BV=bv, DOT_PRECISION="ieee" if prec_k == "half" else prec_k, **shape)
-            for feature, flags in GEN_FEATURES.items():
-                for spec, (B, dh, dv) in GEN_SPECS.items():
-                    first = spec == next(iter(GEN_SPECS))
-                    # every class at the largest BH (the most registers), the common one below it
-                    if not first and (feature == "greedy" or cfg.block_h < G.GEN_MAX_H or kernel != "generate_kernel"):
-                        continue
-                    for group in (g for g in groups if g):
-                        jobs.append(
-                            dict(
-                                dtype=TRITON_DTYPE[dtype], torch_dtype=dtype, precision=prec, mode="generate",
-                                block_h=cfg.block_h if kernel == "generate_kernel" else G.DRAW_BK, block_n=bv,
-                                num_warps=warps, split_k=1, maxnreg=None, kernel=kernel, features=feature,
-                                spec=spec, B=B, H=h_std + dh, V=bv + dv, aligned=True, ccs=group,
-                                kwargs=dict(consts, **flags, num_warps=warps), verify=False,
-                            )
-                        )  # fmt: skip
+        k = G.kind(getattr(torch, dtype.split(".")[1]), prec)
+        consts = dict(BB=G.GEN_BLOCK_B, BV=bv, DOT_PRECISION="ieee" if k == "half" else k)
+        consts.update(BH=bh) if kernel == "generate_kernel" else consts.update(BK=G.DRAW_BK)
+        for feature, flags in GEN_FEATURES.items():
+            for spec, (B, dh, dv) in GEN_SPECS.items():
+                first = spec == next(iter(GEN_SPECS))
+                # every class at the largest BH (the most registers), the common one below it
+                if not first and (feature == "greedy" or bh < G.GEN_MAX_H or kernel != "generate_kernel"):
+                    continue
+                for group in (g for g in groups if g):
+                    jobs.append(
+                        dict(
+                            dtype=TRITON_DTYPE[dtype], torch_dtype=dtype, precision=prec, mode="generate",
+                            block_h=bh if kernel == "generate_kernel" else G.DRAW_BK, block_n=bv,
+                            num_warps=warps, split_k=1, maxnreg=None, kernel=kernel, features=feature,
+                            spec=spec, B=B, H=bh + dh, V=bv + dv, aligned=True, ccs=group,
+                            kwargs=dict(consts, **flags, num_warps=warps), verify=False,
+                        )
+                    )  # fmt: skip
     return jobs
 
 

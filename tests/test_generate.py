@@ -156,10 +156,10 @@ def test_kernels_and_pytorch_path_draw_the_same_tokens(path, temperature, top_k,
 
 
 def test_draw_in_pytorch_ops_beyond_the_draw_kernel(device, monkeypatch):
-    """V over DRAW_MAX_V: the per-step path draws with PyTorch ops on the kernels' recurrence, the same tokens."""
+    """No draw kernel for V on the card: the per-step path draws with PyTorch ops on the kernels' recurrence."""
     _triton_or_skip(device)
     monkeypatch.setattr(G, "one_launch_config", lambda *a, **k: None)
-    monkeypatch.setattr(G, "DRAW_MAX_V", 8)
+    monkeypatch.setattr(G, "DRAW_CONFIGS", {})
     model = _model(13, 20, device, scale=2.0)
     prime = torch.randint(0, 13, (3, 2), device=device)
     kw = dict(temperature=0.8, top_k=6, seed=5)
