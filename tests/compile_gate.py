@@ -33,6 +33,12 @@ the common class. `--quick` builds `QUICK_SPECS` only (about 40 % of the time); 
 the configs as they were before the per-class warp search it would have missed 11
 of the 42 failing (card, config, kernel) combinations.
 
+Generation (`fused_rnn.generate`, rows with mode "generate"): `generate_kernel` for every config of
+`GEN_CONFIGS` and the draw step for every BV of `DRAW_CONFIGS`, each on the cards whose shared memory
+holds it, in `GEN_SPECS` with sampling, top-k and log-probabilities on (every class at BH = 128, the
+common one below) and the greedy kernel in the common class. `--kernels=a,b` builds only those kernels
+(`GATE_KERNELS=a,b` for the test): the generation kernels alone take about 2 minutes warm.
+
 Cards: every capability in `fused_rnn.dispatch.SMEM_LIMIT` with the configs the
 dispatcher returns there. sm_86 and sm_89 run the same Triton pipeline as sm_80
 except for the PTX `.target` line (`SAME_PTX`), so their cubins are ptxas runs,
