@@ -9,9 +9,8 @@ Per step, for each of a program's BB streams (h = the state after the prime at s
 
 with g = -log(-log(u)) (the Gumbel-max trick), u from Triton's Philox (tl.rand4x: word w of the
 counter stream * 2**32 + step * ceil(V / 4) + j is character 4j + w): the counter names the draw,
-not the program or launch that makes it, so a
-stream's text does not depend on the grid, on B or on the path (`fused_rnn.reference.gumbel_noise`
-is the same function in PyTorch). Top-k keeps every character whose logit is at least the k-th
+not the program or launch that makes it, so a stream's text does not depend on the grid, on B or
+on the path (`fused_rnn.reference.gumbel_noise` is the same function in PyTorch). Top-k keeps every character whose logit is at least the k-th
 largest (ties at the k-th all kept).
 
 `generate_kernel` holds W_h^T and W_out^T on chip for all L steps (H <= 128: one program per
@@ -22,8 +21,9 @@ step is `rnn_scan`.
 Dimension legend:
     L   characters to generate (runtime, never specialised); i the step
     B   streams; BB per program, grid = cdiv(B, BB)
-    H   hidden size; BH = next power of two >= max(H, 16); BK the draw step's reduction chunk
-    V   vocabulary size; BV = next power of two >= max(V, 16), padded lanes masked
+    H   hidden size; BH >= H, a power of two (the config's, `fused_rnn.generate.GEN_CONFIGS`);
+        BK the draw step's reduction chunk
+    V   vocabulary size; BV >= V, a power of two >= 128 (the config's), padded lanes masked
 
 Offsets into (B, L) and (B, L, V) outputs are 64-bit.
 """
