@@ -10,8 +10,8 @@ Per step, for each of a program's BB streams (h = the state after the prime at s
 with g = -log(-log(u)) (the Gumbel-max trick), u from Triton's Philox (tl.rand4x: word w of the
 counter stream * 2**32 + step * ceil(V / 4) + j is character 4j + w): the counter names the draw,
 not the program or launch that makes it, so a stream's text does not depend on the grid, on B or
-on the path (`fused_rnn.reference.gumbel_noise` is the same function in PyTorch). Top-k keeps every character whose logit is at least the k-th
-largest (ties at the k-th all kept).
+on the path (`fused_rnn.reference.gumbel_noise` is the same function in PyTorch). Top-k keeps
+every character whose logit is at least the k-th largest (ties at the k-th all kept).
 
 `generate_kernel` holds W_h^T and W_out^T on chip for all L steps (H <= 128: one program per
 BB streams). `generate_draw_step_kernel` is one step's projection and draw for any H (the
