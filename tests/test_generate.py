@@ -77,6 +77,29 @@ def test_philox_uniform_is_tl_rand_bit_for_bit(seed, device):
     assert torch.equal(out.cpu(), philox_uniform(seed, offs.cpu()))
 
 
+@triton.jit
+def _rand4x_kernel(seed, offs, out, N, BLOCK: tl.constexpr):
+    o = tl.arange(0, BLOCK)
+    m = o < N
+    u0, u1, u2, u3 = tl.rand4x(tl.load(seed), tl.load(offs + o, mask=m, other=0))
+    tl.store(out + o * 4, u0, mask=m)
+    tl.store(out + o * 4 + 1, u1, mask=m)
+    tl.store(out + o * 4 + 2, u2, mask=m)
+    tl.store(out + o * 4 + 3, u3, mask=m)
+
+
+def test_philox_uniform4_is_tl_rand4x_bit_for_bit(device):
+    """The four words the generation kernels draw from, as `fused_rnn.reference.philox_uniform4` makes them."""
+    _triton_or_skip(device)
+    from fused_rnn.reference import philox_uniform4
+
+    seed = 2**40 + 17
+    offs = torch.randint(0, 2**62, (100,), device=device)
+    out = torch.empty(100, 4, dtype=torch.float32, device=device)
+    _rand4x_kernel[(1,)](torch.tensor([seed], device=device), offs, out, 100, BLOCK=128)
+    assert torch.equal(out.cpu(), philox_uniform4(seed, offs.cpu()))
+
+
 def test_gumbel_noise_is_keyed_by_stream_and_step():
     """A (stream, step) draw is the same whichever streams and steps are made with it."""
     V = 7
