@@ -246,10 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "sample",
         help="generate text from a checkpoint",
-        description="Print the prime and N characters drawn one at a time, carrying the hidden state.",
+        description="Print the prime and N characters as they are drawn (the prime runs once; then one kernel "
+        "launch per 64 characters where the model fits one), or B continuations with --streams.",
     )
     _add_sample_args(p)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA if present")
+    p.add_argument(
+        "--streams", type=int, default=1, metavar="B", help="B continuations of the prime at once (%(default)s)"
+    )
     p = sub.add_parser(
         "demo",
         help="short training on the embedded default, a sample and a speed line",
@@ -400,9 +404,10 @@ def _main(argv: list[str]) -> int:
 
     try:
         if ns.command == "sample":
-            from .sample import sample
+            from .sample import print_sample
 
-            print(sample(ns.checkpoint, ns.prime, ns.length, ns.temperature, ns.top_k, ns.sample_seed, ns.device))
+            args = (ns.checkpoint, ns.prime, ns.length, ns.temperature, ns.top_k, ns.sample_seed, ns.device)
+            print_sample(*args, streams=ns.streams)  # printed as it is made
             return 0
         if ns.command == "inspect":
             from .inspector import inspect_command

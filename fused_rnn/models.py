@@ -87,3 +87,33 @@ class FusedCharRNN(nn.Module):
                 raise ValueError(f"cs[{i}]: expected shape (B,) = {tuple(cs[0].shape)} like cs[0], got {got}")
         _, hn = self.recur(torch.stack(cs, dim=1))
         return F.log_softmax(self.l_out(hn), dim=-1)
+
+    def generate(
+        self,
+        prime: torch.Tensor,
+        length: int,
+        *,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        seed: int = 0,
+        return_logp: bool = False,
+        backend: str = "auto",
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Continue B primes (B, P) by `length` characters each: tokens (B, length) int64.
+
+        Each stream's prime runs through `rnn_scan`; then every character is drawn from
+        softmax(logp / temperature) over the top_k likeliest (0: all; ties at the k-th all kept) by
+        the Gumbel-max trick, with noise from Philox keyed by (seed, stream, step): the same seed gives
+        the same text on every path and grid (up to float32 ties). temperature 0 is greedy.
+        With `return_logp`, also the (B, length, V) float32 log-probabilities each token was drawn
+        from (before temperature and top-k). On the triton backend the whole loop is one kernel launch
+        for H <= 128 and V <= 256 (where the card's shared memory holds both matrices), else one draw
+        launch and one recurrence step per character; no path syncs with the host inside its loop.
+        Bad arguments raise, naming the argument, before anything runs.
+        """
+        from .generate import generate
+
+        return generate(
+            self, prime, length, temperature=temperature, top_k=top_k, seed=seed,
+            return_logp=return_logp, backend=backend,
+        )  # fmt: skip

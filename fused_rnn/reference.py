@@ -119,3 +119,108 @@ def scan_reference(
     if not hs:
         return u.new_empty(u.shape), h0.clone()
     return torch.stack(hs[::-1] if reverse else hs), h
+
+
+# --------------------------------------------------------------------------------------------- sampling noise
+
+_M32 = 0xFFFFFFFF
+#: Philox4x32's round multipliers and Weyl key increments (triton/language/random.py, the uint32 branch).
+_PHILOX_ROUND = (0xD2511F53, 0xCD9E8D57)
+_PHILOX_KEY = (0x9E3779B9, 0xBB67AE85)
+
+
+def _mulhilo32(a: int, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(high, low) 32-bit halves of a * b for a constant a < 2**32 and int64 b in [0, 2**32), exact in int64.
+
+    The full product needs 64 unsigned bits, so b is multiplied by a's two 16-bit halves (< 2**48 each).
+    """
+    p1, p0 = (a >> 16) * b, (a & 0xFFFF) * b
+    t = p1 + (p0 >> 16)
+    return t >> 16, ((t & 0xFFFF) << 16) | (p0 & 0xFFFF)
+
+
+def philox4x32(
+    c0: torch.Tensor, c1: torch.Tensor, c2: torch.Tensor, c3: torch.Tensor, k0: int, k1: int, rounds: int = 10
+) -> tuple[torch.Tensor, ...]:
+    """Philox4x32-`rounds` of counters (c0, c1, c2, c3) (int64 tensors holding uint32 values) under key (k0, k1).
+
+    The same function as Triton's `philox_impl` (uint32 branch), so equal counters and keys give
+    equal words on either side. CPU tensors run it in numpy's uint64, whose products of two 32-bit
+    words are exact (about 10x faster than int64 torch ops there); other devices in torch ops. Both
+    give the same bits (tests/test_generate.py).
+    """
+    if all(c.device.type == "cpu" for c in (c0, c1, c2, c3)):
+        return _philox4x32_numpy(c0, c1, c2, c3, k0, k1, rounds)
+    return _philox4x32_torch(c0, c1, c2, c3, k0, k1, rounds)
+
+
+def _philox4x32_numpy(c0, c1, c2, c3, k0: int, k1: int, rounds: int) -> tuple[torch.Tensor, ...]:
+    import numpy as np
+
+    cs = [np.ascontiguousarray(c.numpy()).astype(np.uint64) for c in (c0, c1, c2, c3)]
+    c0, c1, c2, c3 = np.broadcast_arrays(*cs)
+    m32, s32 = np.uint64(_M32), np.uint64(32)
+    ra, rb = (np.uint64(r) for r in _PHILOX_ROUND)
+    for _ in range(rounds):
+        pb, pa = rb * c2, ra * c0  # < 2**64: exact
+        c0, c1, c2, c3 = (pb >> s32) ^ c1 ^ np.uint64(k0), pb & m32, (pa >> s32) ^ c3 ^ np.uint64(k1), pa & m32
+        k0, k1 = (k0 + _PHILOX_KEY[0]) & _M32, (k1 + _PHILOX_KEY[1]) & _M32
+    return tuple(torch.from_numpy(c.astype(np.int64)) for c in (c0, c1, c2, c3))
+
+
+def _philox4x32_torch(c0, c1, c2, c3, k0: int, k1: int, rounds: int) -> tuple[torch.Tensor, ...]:
+    (ra, rb), (ka, kb) = _PHILOX_ROUND, _PHILOX_KEY
+    for _ in range(rounds):
+        hi_b, lo_b = _mulhilo32(rb, c2)
+        hi_a, lo_a = _mulhilo32(ra, c0)
+        c0, c1, c2, c3 = hi_b ^ c1 ^ k0, lo_b, hi_a ^ c3 ^ k1, lo_a
+        k0, k1 = (k0 + ka) & _M32, (k1 + kb) & _M32
+    return c0, c1, c2, c3
+
+
+def philox_uniform(seed: int, offset: torch.Tensor) -> torch.Tensor:
+    """`tl.rand(seed, offset)` in PyTorch: float32 uniforms in [0, 1) for int64 offsets (any shape).
+
+    As Triton: counters (offset's low and high 32 bits, 0, 0), key (seed's low and high 32 bits),
+    the first word of Philox4x32-10, read as int32 x, then (x < 0 ? -x - 1 : x) * 4.6566127342e-10
+    in float32.
+    """
+    lo, hi = offset & _M32, (offset >> 32) & _M32
+    zero = torch.zeros_like(lo)
+    return _uniform(philox4x32(lo, hi, zero, zero, seed & _M32, (seed >> 32) & _M32)[0])
+
+
+def philox_uniform4(seed: int, offset: torch.Tensor) -> torch.Tensor:
+    """`tl.rand4x(seed, offset)` in PyTorch, its four words stacked last: offset (...) -> (..., 4) float32."""
+    lo, hi = offset & _M32, (offset >> 32) & _M32
+    zero = torch.zeros_like(lo)
+    words = philox4x32(lo, hi, zero, zero, seed & _M32, (seed >> 32) & _M32)
+    return torch.stack([_uniform(x) for x in words], -1)
+
+
+def _uniform(x: torch.Tensor) -> torch.Tensor:
+    """Triton's uint_to_uniform_float of a uint32 word (held in int64)."""
+    x = torch.where(x >= 2**31, x - 2**32, x)  # the word as int32
+    x = torch.where(x < 0, -x - 1, x)  # in [0, 2**31)
+    return x.to(torch.float32) * torch.tensor(4.6566127342e-10, dtype=torch.float32, device=x.device)
+
+
+def gumbel_offsets(streams: torch.Tensor, steps: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """The Philox counters of every (stream, step, group of 4 characters): stream * 2**32 + step * G + j, int64.
+
+    streams (S,), steps (N,) -> (S, N, G), G = ceil(V / 4); word w of counter j is character 4j + w. The
+    counter names the draw, not the launch that makes it, so every path and grid draws the same noise for
+    a stream's step (step * G + j < 2**32 is the caller's).
+    """
+    groups = (vocab_size + 3) // 4
+    j = torch.arange(groups, dtype=torch.int64, device=streams.device)
+    return (streams.long()[:, None, None] << 32) + steps.long()[None, :, None] * groups + j
+
+
+def gumbel_noise(seed: int, streams: torch.Tensor, steps: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Gumbel(0, 1) noise -log(-log(u)) in float32 of the generation kernels' draws: (S, N, V).
+
+    u: `philox_uniform4` of `gumbel_offsets`, the four words of counter j for characters 4j..4j+3.
+    """
+    u = philox_uniform4(seed, gumbel_offsets(streams, steps, vocab_size)).flatten(-2)[..., :vocab_size]
+    return -torch.log(-torch.log(u))

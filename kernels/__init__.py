@@ -1,6 +1,7 @@
 """Triton kernels of fused_rnn (installed as ``fused_rnn.kernels``). Only ``@triton.jit`` code lives here."""
 
 from .fused_recurrent import fused_recurrent_bwd_kernel, fused_recurrent_fwd_kernel
+from .generate import generate_draw_step_kernel, generate_kernel
 from .split_recurrent import (
     split_recurrent_bwd_kernel,
     split_recurrent_bwd_step_kernel,
@@ -15,4 +16,6 @@ __all__ = [
     "split_recurrent_fwd_step_kernel",
     "split_recurrent_bwd_kernel",
     "split_recurrent_bwd_step_kernel",
+    "generate_kernel",
+    "generate_draw_step_kernel",
 ]

@@ -33,6 +33,12 @@ the common class. `--quick` builds `QUICK_SPECS` only (about 40 % of the time); 
 the configs as they were before the per-class warp search it would have missed 11
 of the 42 failing (card, config, kernel) combinations.
 
+Generation (`fused_rnn.generate`, rows with mode "generate"): `generate_kernel` for every config of
+`GEN_CONFIGS` and the draw step for every BV of `DRAW_CONFIGS`, each on the cards whose shared memory
+holds it, in `GEN_SPECS` with sampling, top-k and log-probabilities on (every class at BH = 128, the
+common one below) and the greedy kernel in the common class. `--kernels=a,b` builds only those kernels
+(`GATE_KERNELS=a,b` for the test): the generation kernels alone take about 2 minutes warm.
+
 Cards: every capability in `fused_rnn.dispatch.SMEM_LIMIT` with the configs the
 dispatcher returns there. sm_86 and sm_89 run the same Triton pipeline as sm_80
 except for the PTX `.target` line (`SAME_PTX`), so their cubins are ptxas runs,
@@ -91,6 +97,27 @@ ARGS = {
     "split_recurrent_bwd_step_kernel": (
         "w:in hs:new dhs:in dhn:in lengths:lengths dh:dh da:new dh0:new i:step T:step B:B H:H"
     ),
+    # generation (fused_rnn/generate.py): "seed" the (1,) int64 seed, "tokens" the int64 tokens, "logp" the
+    # float32 log-probabilities (with RETURN_LOGP; else the tokens), "float" 1 / temperature, "V" V
+    "generate_kernel": (
+        "table:new wt:new wot:new bo:in h0:new seed:seed tokens:tokens logp:logp hn:new L:step S0:step B:B H:H "
+        "V:V inv_temp:float top_k:step"
+    ),
+    "generate_draw_step_kernel": (
+        "h:new wot:new bo:in seed:seed tokens:tokens logp:logp i:step L:step S0:step B:B H:H V:V inv_temp:float "
+        "top_k:step"
+    ),
+}
+#: The generation kernels (`fused_rnn.generate`): built for every config of `all_gen_configs` (and every
+#: draw-step BV) on every card, in `GEN_SPECS` with every feature on and the greedy plain kernel in the
+#: first class. Their rows have mode "generate".
+GEN_KERNELS = ("generate_kernel", "generate_draw_step_kernel")
+#: name -> (stand-in B, H offset from BH (0: H = BH, a multiple of 16), V offset from BV): the common
+#: class (a multiple of 16 streams, a char vocabulary V not a multiple of 16), B = 1, and odd B, H and V.
+GEN_SPECS = {"b16.h16.v": (32, 0, -1), "b1.h16.v": (1, 0, -1), "b.h.v16": (3, -1, 0)}
+GEN_FEATURES = {
+    "sample-topk-logp": dict(SAMPLE=True, HAS_TOP_K=True, RETURN_LOGP=True),
+    "greedy": dict(SAMPLE=False, HAS_TOP_K=False, RETURN_LOGP=False),
 }
 #: What launch.py passes for `lengths` without HAS_LENGTHS.
 LENGTHS_ALIAS = {"fwd": "h0", "bwd": "hs"}
@@ -103,7 +130,7 @@ KERNELS = {
         "split_recurrent_bwd_step_kernel",
     ),
 }
-LOOPING = {"fused_recurrent_fwd_kernel", "fused_recurrent_bwd_kernel"} | {
+LOOPING = {"fused_recurrent_fwd_kernel", "fused_recurrent_bwd_kernel", "generate_kernel"} | {
     "split_recurrent_fwd_kernel",
     "split_recurrent_bwd_kernel",
 }
@@ -133,7 +160,7 @@ def specs(mode: str, block_h: int) -> dict[str, tuple[int, int, bool]]:
     return out
 
 
-def _args(kernel: str, dtype, B: int, H: int, aligned: bool, flags: dict) -> list:
+def _args(kernel: str, dtype, B: int, H: int, aligned: bool, flags: dict, V: int | None = None) -> list:
     """Stand-ins for the arguments launch.py passes: tensors with the right dtype and alignment, ints."""
     import torch
 
@@ -150,6 +177,16 @@ def _args(kernel: str, dtype, B: int, H: int, aligned: bool, flags: dict) -> lis
             out.append(H)
         elif role == "step":
             out.append(1024)  # a multiple of 16: do_not_specialize must keep it plain
+        elif role == "V":
+            out.append(V)
+        elif role == "float":
+            out.append(1.25)
+        elif role == "seed":
+            out.append(tensor(torch.int64, False))
+        elif role == "tokens":
+            out.append(tensor(torch.int64, False))
+        elif role == "logp":
+            out.append(tensor(torch.float32 if flags["RETURN_LOGP"] else torch.int64, False))
         elif role == "count":
             out.append(tensor(torch.int32, False))
         elif role == "lengths":
@@ -222,8 +259,47 @@ def _families(quick: bool = False) -> list[dict]:
                                 verify=verify,
                             )
                         )  # fmt: skip
+    jobs += _gen_families()
     # biggest first, so that the pool does not end on one long compile
     return sorted(jobs, key=lambda j: -j["block_h"] * (2 if j["dtype"] == "fp32" else 1))
+
+
+def _gen_families() -> list[dict]:
+    """The generation kernels' jobs: `generate_kernel` per (BH, BV) config, the draw step per BV."""
+    import torch
+
+    from fused_rnn import generate as G
+
+    configs: dict = {}
+    for cap, dtype, prec, cfg in G.all_gen_configs():
+        key = (str(dtype), prec, "generate_kernel", cfg.block_h, cfg.block_v, cfg.num_warps)
+        configs.setdefault(key, []).append(cap[0] * 10 + cap[1])
+    for cap, dtype, prec, bv in G.all_draw_configs():  # (its H is any: BK-wide chunks; stand-in 256)
+        key = (str(dtype), prec, "generate_draw_step_kernel", 256, bv, G.draw_warps(bv))
+        configs.setdefault(key, []).append(cap[0] * 10 + cap[1])
+    jobs = []
+    for (dtype, prec, kernel, bh, bv, warps), ccs in configs.items():
+        groups = [sorted(c for c in ccs if c in SAME_PTX)] + [[c] for c in sorted(ccs) if c not in SAME_PTX]
+        k = G.kind(getattr(torch, dtype.split(".")[1]), prec)
+        consts = dict(BB=G.GEN_BLOCK_B, BV=bv, DOT_PRECISION="ieee" if k == "half" else k)
+        consts.update(BH=bh) if kernel == "generate_kernel" else consts.update(BK=G.DRAW_BK)
+        for feature, flags in GEN_FEATURES.items():
+            for spec, (B, dh, dv) in GEN_SPECS.items():
+                first = spec == next(iter(GEN_SPECS))
+                # every class at the largest BH (the most registers), the common one below it
+                if not first and (feature == "greedy" or bh < G.GEN_MAX_H or kernel != "generate_kernel"):
+                    continue
+                for group in (g for g in groups if g):
+                    jobs.append(
+                        dict(
+                            dtype=TRITON_DTYPE[dtype], torch_dtype=dtype, precision=prec, mode="generate",
+                            block_h=bh if kernel == "generate_kernel" else G.DRAW_BK, block_n=bv,
+                            num_warps=warps, split_k=1, maxnreg=None, kernel=kernel, features=feature,
+                            spec=spec, B=B, H=bh + dh, V=bv + dv, aligned=True, ccs=group,
+                            kwargs=dict(consts, **flags, num_warps=warps), verify=False,
+                        )
+                    )  # fmt: skip
+    return jobs
 
 
 def _tool(name: str) -> str:
@@ -373,7 +449,7 @@ def _build(job: dict) -> list[dict]:
 
     fn = getattr(K, job["kernel"])
     dtype = getattr(torch, job["torch_dtype"].split(".")[1])
-    args = _args(job["kernel"], dtype, job["B"], job["H"], job["aligned"], job["kwargs"])
+    args = _args(job["kernel"], dtype, job["B"], job["H"], job["aligned"], job["kwargs"], job.get("V"))
     ccs = job["ccs"]
     verify = job["verify"]
     built = {}
@@ -428,15 +504,17 @@ def _build(job: dict) -> list[dict]:
     return rows
 
 
-def run(workers: int = 2, quick: bool = False) -> list[dict]:
-    jobs = _families(quick)
+def run(workers: int = 2, quick: bool = False, kernels: list[str] | None = None) -> list[dict]:
+    """Every job's rows; `kernels`: only the jobs of these kernels (`--kernels a,b`)."""
+    jobs = [j for j in _families(quick) if kernels is None or j["kernel"] in kernels]
     with ProcessPoolExecutor(workers) as pool:
         return [row for rows in pool.map(_build, jobs) for row in rows]
 
 
 def main() -> None:
     os.environ.pop("TRITON_INTERPRET", None)
-    results = run(int(os.environ.get("GATE_WORKERS", "2")), quick="--quick" in sys.argv)
+    only = next((a.split("=", 1)[1].split(",") for a in sys.argv if a.startswith("--kernels=")), None)
+    results = run(int(os.environ.get("GATE_WORKERS", "2")), quick="--quick" in sys.argv, kernels=only)
     if "--json" in sys.argv:
         json.dump(results, sys.stdout)
         return

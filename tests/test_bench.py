@@ -32,9 +32,13 @@ def test_quick_benchmark(tmp_path):
     block = res["precisions"]["ieee"]
     assert len(block["recurrence"]) == len(res["grid"]["B"]) * len(res["grid"]["T"]) * len(res["grid"]["H"])
     assert len(block["model"]) == len(block["recurrence"])
-    assert len(block["generation"]) == len(res["grid"]["gen_T"]) * len(res["grid"]["gen_H"])
-    for r in block["recurrence"] + block["generation"]:
+    grid = res["grid"]
+    assert len(block["generation"]) == len(grid["gen_B"]) * len(grid["gen_H"]) * len(grid["gen_N"])
+    for r in block["recurrence"]:
         assert r["max_rel_vs_nn_rnn"] < 1e-5 and r["fused_fwd_ms"] > 0
+    for r in block["generation"]:  # three ways to sample, checked against float64, in characters per second
+        assert r["ok"] and r["gen_logp_max_rel_vs_float64"] < 1e-4 and r["path"] in ("torch", "one_launch", "steps")
+        assert all(r[f"{k}_chars_per_s"] > 0 for k in ("one_launch", "per_step_loop", "char_loop"))
     _check_rnn_case(res, out.stdout)
     assert block["failed_points"] == 0
     assert "Geometric mean" in out.stdout

@@ -82,22 +82,28 @@ def test_seeded_sampling_is_repeatable(text_file, tmp_path, capsys):
     assert greedy == run([*args, "--temperature", 0, "--seed", 4], capsys)[1]  # top-1 is argmax
 
 
-def test_sampling_steps_one_character_at_a_time(text_file, tmp_path, capsys, monkeypatch):
-    """The prime runs once; each new character is one T = 1 step from the carried state."""
+def test_sampling_runs_the_prime_once_then_generates(text_file, tmp_path, capsys, monkeypatch):
+    """The prime runs once (T = its length); the 7 characters come from one generation call, no prefix rerun."""
     out = tmp_path / "run"
     assert run(["train", "--text", text_file, "--steps", 5, "--eval-every", 5, "--out", out, *TINY], capsys)[0] == 0
-    from fused_rnn.models import FusedCharRNN
+    import fused_rnn.generate as G
 
-    lengths = []
-    orig = FusedCharRNN.forward_sequence
+    scans, pieces = [], []
+    orig_scan, orig_next = G.rnn_scan, G._Run.next
 
-    def spy(self, tokens, h0=None):
-        lengths.append((tokens.shape[1], h0 is None))
-        return orig(self, tokens, h0)
+    def scan_spy(u, *args, **kwargs):
+        scans.append(u.shape[0])
+        return orig_scan(u, *args, **kwargs)
 
-    monkeypatch.setattr(FusedCharRNN, "forward_sequence", spy)
-    run(["sample", "--checkpoint", out / "checkpoint.pt", "--prime", "the qu", "--length", 7], capsys)
-    assert lengths == [(6, True)] + [(1, False)] * 7
+    def next_spy(self, length):
+        pieces.append(length)
+        return orig_next(self, length)
+
+    monkeypatch.setattr(G, "rnn_scan", scan_spy)
+    monkeypatch.setattr(G._Run, "next", next_spy)
+    code, stdout, _ = run(["sample", "--checkpoint", out / "checkpoint.pt", "--prime", "the qu", "--length", 7], capsys)
+    assert code == 0 and stdout.startswith("the qu") and len(stdout) == 6 + 7 + 1
+    assert scans == [6] and pieces == [7]
 
 
 def test_reference_model_and_many_to_one_objective(text_file, tmp_path, capsys):

@@ -23,14 +23,34 @@ DTYPE = {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf
 
 
 @pytest.fixture(scope="module")
-def gate_results() -> list[dict]:
+def all_rows() -> list[dict]:
+    """Every row of the gate; GATE_KERNELS=a,b builds only those kernels (the other kernels' tests skip)."""
     pytest.importorskip("triton.backends.nvidia")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     script = Path(__file__).with_name("compile_gate.py")
-    quick = ["--quick"] if os.environ.get("GATE_QUICK") == "1" else []
-    out = subprocess.run([sys.executable, str(script), "--json", *quick], env=env, capture_output=True, text=True)
+    opts = ["--quick"] if os.environ.get("GATE_QUICK") == "1" else []
+    opts += [f"--kernels={os.environ['GATE_KERNELS']}"] if os.environ.get("GATE_KERNELS") else []
+    out = subprocess.run([sys.executable, str(script), "--json", *opts], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout)
+
+
+@pytest.fixture(scope="module")
+def gate_results(all_rows) -> list[dict]:
+    """The recurrence kernels' rows."""
+    rows = [r for r in all_rows if r["mode"] != "generate"]
+    if not rows:
+        pytest.skip("GATE_KERNELS left out the recurrence kernels")
+    return rows
+
+
+@pytest.fixture(scope="module")
+def gen_results(all_rows) -> list[dict]:
+    """The generation kernels' rows (mode "generate")."""
+    rows = [r for r in all_rows if r["mode"] == "generate"]
+    if not rows:
+        pytest.skip("GATE_KERNELS left out the generation kernels")
+    return rows
 
 
 def _name(r: dict) -> str:
@@ -255,3 +275,108 @@ def test_cache_keys_do_not_depend_on_hashing_order():
         assert out.returncode == 0, out.stderr[-2000:]
         keys.append(dict(zip(order, out.stdout.split(), strict=True)))
     assert keys[0] == keys[1]
+
+
+# --------------------------------------------------------------------------------------------- generation
+
+
+def _gen_kind(r: dict) -> str:
+    return "half" if r["dtype"] != "fp32" else r["precision"]
+
+
+def test_every_generation_config_was_built_for_every_card(gen_results):
+    from fused_rnn import generate as G
+
+    built = {(r["capability"], r["dtype"], r["precision"], r["block_h"], r["block_n"], r["num_warps"])
+             for r in gen_results if r["kernel"] == "generate_kernel"}  # fmt: skip
+    configs = G.all_gen_configs()
+    assert built == {(_cc(cap), DTYPE[str(dt)], p, c.block_h, c.block_v, c.num_warps) for cap, dt, p, c in configs}
+    draws = {
+        (r["capability"], r["dtype"], r["precision"], r["block_n"])
+        for r in gen_results
+        if r["kernel"] != "generate_kernel"
+    }
+    assert draws == {(_cc(c), DTYPE[str(dt)], p, bv) for c, dt, p, bv in G.all_draw_configs()}
+    classes = {(r["kernel"], r["block_h"], r["features"], r["spec"]) for r in gen_results}
+    for kernel, bh, _, _ in classes:
+        want = {("greedy", next(iter(gate.GEN_SPECS)))} | {("sample-topk-logp", next(iter(gate.GEN_SPECS)))}
+        if kernel == "generate_kernel" and bh == G.GEN_MAX_H:
+            want |= {("sample-topk-logp", s) for s in gate.GEN_SPECS}
+        assert {(f, s) for k, b, f, s in classes if (k, b) == (kernel, bh)} == want, (kernel, bh)
+
+
+def test_generation_kernels_do_not_spill(gen_results):
+    spills = [f"{_name(r)}: stack {r['stack']} local {r['local']}" for r in gen_results if r["spill_bytes"]]
+    assert not spills, spills
+
+
+def test_generation_shared_memory_table(gen_results):
+    """GEN_CONFIGS / DRAW_CONFIGS bound every build, so the choice per card rests on the gate, and each
+    entry is the most any build of it takes (the gate's figure, not a guess)."""
+    from fused_rnn.generate import DRAW_CONFIGS, GEN_SHARED_BYTES
+
+    want: dict = {}
+    for r in gen_results:
+        assert r["shared_bytes"] <= r["smem_limit"], _name(r)
+        if r["kernel"] == "generate_kernel":
+            key = (r["block_h"], r["block_n"], _gen_kind(r))
+        else:
+            key = (r["block_n"], _gen_kind(r))
+        want[key] = max(want.get(key, 0), r["shared_bytes"])
+    assert want == GEN_SHARED_BYTES | DRAW_CONFIGS
+
+
+def test_generation_time_loop_and_tensor_cores(gen_results):
+    for r in gen_results:
+        loop = r["loop"]
+        if r["kernel"] == "generate_kernel":
+            assert loop["scope"] == "time loop" and loop["STG"] and loop["LDG"], _name(r)
+        if _gen_kind(r) != "ieee":
+            assert r["tensor_cores"], _name(r)
+
+
+def test_gate_arguments_follow_the_generation_launches(monkeypatch):
+    """compile_gate.ARGS's roles for the generation kernels are what fused_rnn.generate passes."""
+    import types
+
+    import torch
+
+    import fused_rnn.generate as G
+    from fused_rnn import FusedCharRNN, launch
+
+    calls = []
+
+    class Recorder:
+        def __init__(self, name: str):
+            self.name = name
+
+        def __getitem__(self, grid):
+            return lambda *args, **kwargs: calls.append((self.name, args, kwargs))
+
+    names = gate.KERNELS["single"] + gate.KERNELS["split"] + gate.GEN_KERNELS
+    monkeypatch.setattr(launch, "K", types.SimpleNamespace(**{n: Recorder(n) for n in names}))
+    monkeypatch.setattr(launch, "unavailable_reason", lambda device: None)
+    # nothing runs, so the tokens the per-step path gathers with must be valid indices already
+    monkeypatch.setattr(G, "_empty_tokens", lambda B, L, device: torch.zeros(B, L, dtype=torch.long))
+    model = FusedCharRNN(13, 8, 20)
+    prime = torch.randint(0, 13, (3, 2))
+    params = {p.data_ptr() for p in model.parameters()} | {prime.data_ptr()}
+    for one in (True, False):
+        if not one:
+            monkeypatch.setattr(G, "one_launch_config", lambda *a, **k: None)
+        calls.clear()
+        G.generate(model, prime, 2, temperature=0.5, top_k=3, return_logp=True, backend="triton")
+        gen = [c for c in calls if c[0] in gate.GEN_KERNELS]
+        assert gen and {c[0] for c in gen} == {"generate_kernel" if one else "generate_draw_step_kernel"}
+        for name, args, _ in gen:
+            roles = [item.split(":") for item in gate.ARGS[name].split()]
+            assert len(roles) == len(args), name
+            for (arg, role), value in zip(roles, args, strict=True):
+                if role == "in":
+                    assert value.data_ptr() in params, (name, arg)
+                elif role in ("new", "seed", "tokens", "logp"):
+                    assert value.data_ptr() not in params, (name, arg)
+                elif role == "float":
+                    assert isinstance(value, float), (name, arg)
+                else:
+                    assert isinstance(value, int) and not isinstance(value, bool), (name, arg)

@@ -1,6 +1,6 @@
 """The README's deterministic console examples are what the commands print today.
 
-The seeded 300-step training losses and the seeded sample were made on CPython 3.11.7 with
+The seeded 300-step training losses and the seeded samples were made on CPython 3.11.7 with
 torch 2.13.0 on the CPU, from the embedded default text; elsewhere the text or the float
 rounding differs, and the test says so and skips.
 """
@@ -51,6 +51,7 @@ def test_seeded_training_losses_and_sample_match_the_readme(same_setup, tmp_path
     assert [line for line in got if line.startswith(("step ", "final:"))] == deterministic
     assert any(line.startswith("training speed:") for line in got)
 
-    argv, want = console_block("sample")
-    assert main([*argv, "--device", "cpu"]) == 0
-    assert capsys.readouterr().out.rstrip("\n").split("\n") == want
+    for name in ("sample", "streams"):  # the seeded sample, and three streams (the first is the sample's start)
+        argv, want = console_block(name)
+        assert main([*argv, "--device", "cpu"]) == 0
+        assert capsys.readouterr().out.rstrip("\n").split("\n") == want

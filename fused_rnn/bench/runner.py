@@ -1,7 +1,7 @@
 """Benchmark: the Python-loop CharLoopModel, nn.RNN with tied weights (cuDNN on GPU), and the fused path.
 
 The runner walks the cases of `fused_rnn.bench.cases.CASES` (recurrence: fused_recurrence against
-nn.RNN with tied weights, forward and forward + backward; generation: the same at B = 1, per step;
+nn.RNN with tied weights, forward and forward + backward; generation: characters per second of sampling;
 model: CharLoopModel against FusedCharRNN, forward and a training step) in every precision.
 
 Every fused point is checked once against its reference (outputs and gradients) before it is timed;
