@@ -83,6 +83,13 @@ def timing_grid(smoke: bool) -> list[Point]:
     return pts
 
 
+def generation_grid(smoke: bool) -> list[Point]:
+    """`FusedCharRNN.generate` points (V = 65): B streams of T characters at hidden size H."""
+    if smoke:
+        return [Point(B, 8, 32, "fp32") for B in (1, 4)]
+    return [Point(B, 1024, 128, p) for p in ("fp32", "tf32") for B in (1, 64)]
+
+
 def kernel_modes(H: int, cuda: bool) -> dict[str, str | None]:
     """Each kernel mode of a hidden size and why it cannot run here (None: it runs).
 
@@ -103,7 +110,8 @@ def kernel_modes(H: int, cuda: bool) -> dict[str, str | None]:
 
 def timed_specs(smoke: bool, cuda: bool) -> set[tuple]:
     """(B, H, prec, mode) of every kernel launch the timing phase makes."""
-    return {p.spec + (m,) for p in timing_grid(smoke) for m, why in kernel_modes(p.H, cuda).items() if why is None}
+    specs = {p.spec + (m,) for p in timing_grid(smoke) for m, why in kernel_modes(p.H, cuda).items() if why is None}
+    return specs | {p.spec + ("generate",) for p in generation_grid(smoke)}
 
 
 def extra_checks(smoke: bool) -> list[tuple[Point, str]]:
@@ -116,7 +124,8 @@ def extra_checks(smoke: bool) -> list[tuple[Point, str]]:
 
 def checked_specs(smoke: bool, cuda: bool) -> set[tuple]:
     """(B, H, prec, mode) the correctness phase checks: every timed one (the extras come on top)."""
-    return {p.spec + (m,) for p, m in correctness_items(smoke, cuda) if m in ("single", "step", "persistent", "graph")}
+    kinds = ("single", "step", "persistent", "graph", "generate")
+    return {p.spec + (m,) for p, m in correctness_items(smoke, cuda) if m in kinds}
 
 
 def correctness_items(smoke: bool, cuda: bool) -> list[tuple[Point, str]]:
@@ -127,6 +136,8 @@ def correctness_items(smoke: bool, cuda: bool) -> list[tuple[Point, str]]:
         for m, why in kernel_modes(p.H, cuda).items():
             if why is None:
                 seen.setdefault(p.spec + (m,), (Point(p.B, min(p.T, 64), p.H, p.prec), m))
+    for p in generation_grid(smoke):
+        seen.setdefault(p.spec + ("generate",), (Point(p.B, min(p.T, 64), p.H, p.prec), "generate"))
     return list(seen.values()) + extra_checks(smoke)
 
 
@@ -418,6 +429,33 @@ def _rel(got, ref) -> float:
     return float((got - ref).norm() / ref.norm().clamp_min(1e-30))
 
 
+def _generation_case(p: Point, dev, smoke: bool):
+    """The benchmark's generation case (fused_rnn/bench/cases/generation.py), its state for p, and its Ctx."""
+    from fused_rnn.bench.case import Ctx
+    from fused_rnn.bench.cases import generation
+
+    ctx = Ctx(dev, p.prec, dtype_of(p.prec), smoke, lambda fn: bench_ms(fn, smoke)[0])
+    return generation, generation.setup(dict(B=p.B, T=p.T, H=p.H), ctx), ctx
+
+
+def check_generation(p: Point, dev) -> dict:
+    """generate's log-probabilities (return_logp) against the float64 model, teacher-forced on the drawn tokens,
+    with NaN-poisoned outputs: 1e-4 in float32 (issue 19), the suite's forward tolerance in tf32."""
+    import fused_rnn.launch as launch
+
+    launch.POISON = True
+    try:
+        with precision_mode(p.prec):
+            case, state, ctx = _generation_case(p, dev, smoke=False)
+            rec = case.check(state, ctx)
+    finally:
+        launch.POISON = False
+    tol = 1e-4 if p.prec == "fp32" else _tolerance(p.prec)["fwd"]
+    err = rec["gen_logp_max_rel_vs_float64"]
+    ok = err <= tol  # NaN (an unwritten element) fails
+    return dict(rec, tolerance=tol, ok=ok, failed=[] if ok else [f"generate logp {err:.2e} over {tol:.0e}"])
+
+
 def check_point(p: Point, mode: str, dev) -> dict:
     """FusedRNN (so rnn_scan and its kernels) against nn.RNN in float64, forward and every gradient."""
     import torch
@@ -495,7 +533,7 @@ def phase_correctness(out: Path, smoke: bool) -> None:
     for i, (p, mode) in enumerate(items):
         t0 = time.perf_counter()
         try:
-            rec = check_point(p, mode, dev)
+            rec = check_generation(p, dev) if mode == "generate" else check_point(p, mode, dev)
         except Exception as exc:  # noqa: BLE001 - a failure is a result
             rec = {"ok": False, "failed": [f"{type(exc).__name__}: {exc}"]}
         rec.update(phase="correctness", point=asdict(p), mode=mode, seconds=round(time.perf_counter() - t0, 2))
@@ -632,6 +670,18 @@ def phase_timing(out: Path, smoke: bool) -> None:
             f"{time.perf_counter() - t0:.1f} s" if best else f"timing {i + 1}/{len(pts)} {p}: no mode ran")  # fmt: skip
         if cuda:
             torch.cuda.empty_cache()
+    for p in generation_grid(smoke):
+        rec = {"phase": "generation", "point": asdict(p)}
+        try:
+            with precision_mode(p.prec), torch.no_grad():
+                case, state, ctx = _generation_case(p, dev, smoke)
+                rec.update(case.run(state, ctx), path=case.choose_path(state.fused, p.B, "auto")[0])
+        except Exception as exc:  # noqa: BLE001
+            rec["error"] = f"{type(exc).__name__}: {exc}"
+        _append(out, rec)
+        rate = {k: rec.get(f"{k}_chars_per_s", 0.0) for k in ("one_launch", "per_step_loop", "char_loop")}
+        log(f"generation {p}: {rate['one_launch']:,.0f} chars/s ({rec.get('path')}), per-step loop "
+            f"{rate['per_step_loop']:,.0f}, CharLoopModel {rate['char_loop']:,.0f}")
     sys.path.insert(0, str(BENCH))
     import floors
 
@@ -868,6 +918,21 @@ def _markdown(res: dict, timing: list[dict]) -> str:
             + f" {f['baseline_us_per_step']:.2f} | {f['speedup']:.2f} | {b['us_per_step']:.2f} |"
             + f" {b['baseline_us_per_step']:.2f} | {b['speedup']:.2f} | {f['tflops']:.2f} |"
         )  # fmt: skip
+    gen = res["phases"].get("generation", [])
+    if gen:
+        lines += ["", "## Generation (FusedCharRNN, V = 65): characters per second", "",
+                  "| B | N | H | prec | path | generate | per-step loop | CharLoopModel | µs per char-step |",
+                  "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for r in gen:
+            p = r["point"]
+            if "one_launch_chars_per_s" not in r:
+                lines.append(f"| {p['B']} | {p['T']} | {p['H']} | {p['prec']} | {r.get('error')} | | | | |")
+                continue
+            lines.append(
+                f"| {p['B']} | {p['T']} | {p['H']} | {p['prec']} | {r['path']} | {r['one_launch_chars_per_s']:,.0f} |"
+                f" {r['per_step_loop_chars_per_s']:,.0f} | {r['char_loop_chars_per_s']:,.0f} |"
+                f" {r['one_launch_us_per_step']:.2f} |"
+            )
     fl = (res["phases"].get("floors") or [{}])[-1]
     if fl:
         lines += ["", "## Floors", "", "| figure | value |", "|---|---|"]

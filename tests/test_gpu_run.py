@@ -52,7 +52,13 @@ def test_smoke_run_writes_every_phase(tmp_path):
     checks = [r for r in recs if r["phase"] == "correctness"]
     assert checks and all(r["ok"] for r in checks), [r for r in checks if not r["ok"]]
     # every check was held to a tolerance and measured every gradient, h0 included
-    assert all({"output", "h_n", "d input", "d h0"} <= set(r["errors"]) for r in checks)
+    rnn_checks = [r for r in checks if r["mode"] != "generate"]
+    assert all({"output", "h_n", "d input", "d h0"} <= set(r["errors"]) for r in rnn_checks)
+    gen_checks = [r for r in checks if r["mode"] == "generate"]
+    assert len(gen_checks) == len(gpu_run.generation_grid(True))
+    assert all(r["gen_logp_max_rel_vs_float64"] <= 1e-4 for r in gen_checks)
+    gen = [r for r in recs if r["phase"] == "generation"]
+    assert len(gen) == len(gpu_run.generation_grid(True)) and all(r["one_launch_chars_per_s"] > 0 for r in gen)
     timed = [r for r in recs if r["phase"] == "timing" and "fwdbwd" in r]
     assert len({tuple(r["point"].values()) for r in timed}) == len(gpu_run.timing_grid(True))
     for r in timed:
@@ -72,7 +78,8 @@ def test_every_timed_specialisation_is_checked(smoke, cuda):
     timed = gpu_run.timed_specs(smoke, cuda)
     checked = gpu_run.checked_specs(smoke, cuda)
     assert timed and timed <= checked, timed - checked
-    extras = {m for _, m in gpu_run.correctness_items(smoke, cuda)} - {"single", "step", "persistent", "graph"}
+    kinds = {"single", "step", "persistent", "graph", "generate"}
+    extras = {m for _, m in gpu_run.correctness_items(smoke, cuda)} - kinds
     assert extras == {"packed_bidirectional"}  # ragged lengths and reverse, on top
 
 
