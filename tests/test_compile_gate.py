@@ -221,9 +221,12 @@ def test_gate_arguments_follow_launch(monkeypatch, H, with_lengths):
 
     calls = []
 
+    real = launch.K
+
     class Recorder:
         def __init__(self, name: str):
             self.name = name
+            self.arg_names = getattr(real, name).arg_names  # step mode finds the step argument by name
 
         def __getitem__(self, grid):
             return lambda *args, **kwargs: calls.append((self.name, args, kwargs))
@@ -346,9 +349,12 @@ def test_gate_arguments_follow_the_generation_launches(monkeypatch):
 
     calls = []
 
+    real = launch.K
+
     class Recorder:
         def __init__(self, name: str):
             self.name = name
+            self.arg_names = getattr(real, name).arg_names  # step mode finds the step argument by name
 
         def __getitem__(self, grid):
             return lambda *args, **kwargs: calls.append((self.name, args, kwargs))
