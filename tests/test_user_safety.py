@@ -396,7 +396,7 @@ def test_sample_ctrl_c_exits_130_without_a_traceback(text_file, tmp_path, capsys
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(fused_rnn.sample, "sample", interrupted)
+    monkeypatch.setattr(fused_rnn.sample, "stream_sample", interrupted)  # what `sample` and print_sample run
     code, _, err = run(["sample", "--checkpoint", ck], capsys)
     assert code == 130 and "SIGINT" in err and "Traceback" not in err
 

@@ -134,6 +134,6 @@ CASE = Case(
         column("generate µs/char-step", "one_launch_us_per_step", ".2f"),
     ),
     speedups=(OVER_LOOP, OVER_REF),
-    plots=((OVER_LOOP.key, "generate over the per-step loop"),),
+    plots=((OVER_LOOP.key, "generate over the per-step loop"), (OVER_REF.key, "generate over the CharLoopModel loop")),
     log=log,
 )
