@@ -7,9 +7,12 @@
 Phases, in order, each in its own process under its own timeout (a hang or a crash loses that
 phase's unfinished point, never what came before it):
 
-  a env          nvidia-smi, versions, clocks, Triton's identity (version, libtriton/source hash, ptxas)
+  a env          nvidia-smi, versions, clocks, Triton's identity (version, libtriton/source hash, ptxas);
+                 restores the carried prebuilt cache (.triton-cache/sm90.tar.xz, `--build-cache`) into the
+                 run's TRITON_CACHE_DIR when it was built by this very Triton
   b warmup       compiles every kernel specialisation the later phases launch, in a process pool over
-                 the cores (T is not specialised, so T = 2 builds what T = 1024 runs)
+                 the cores (T is not specialised, so T = 2 builds what T = 1024 runs); with the carried
+                 cache restored, these are cache hits, and the record says how many kernels it compiled
   c correctness  every specialisation the timing phase times, plus ragged lengths and reverse, against
                  float64 at the suite's tolerances with NaN-poisoned outputs; persistent mode twice,
                  bitwise equal
@@ -18,6 +21,13 @@ phase's unfinished point, never what came before it):
                  point, then the per-step floors (bench/floors.py)
   e flashrnn     FlashRNN's Elman ("cuda_fused") at the same points, where it can be had (see there)
   f tests        the CUDA-only tests, then as much of the suite as the budget leaves
+
+Before a GPU session, on any machine (no GPU, no torch in the compiling Python):
+
+    python bench/gpu_run.py --build-cache --cache-python /path/to/python3.12   # triton 3.6.0 installed there
+
+records the warm-up's launches under the interpreter and compiles them for sm_90 into the prebuilt cache
+(bench/triton_cache.py); pass `.triton-cache` in the device call's carry.
 
 Every record is appended to DIR/points.jsonl as it is made; after each phase the parent rewrites
 DIR/results.json and DIR/results.md (atomically), and at the end DIR/results.png. The run writes
@@ -33,6 +43,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -223,24 +234,15 @@ def _run_text(cmd: list[str], timeout: float = 15) -> str:
 
 
 def triton_identity() -> dict:
-    """What Triton's cache keys hold besides the kernel: its version, the hash of its sources and
-    libtriton (`triton_key`, which differs per Python version), and the ptxas version."""
-    import triton
+    """Triton's identity as its cache keys hold it (bench/triton_cache.py)."""
+    return _triton_cache().identity()
 
-    ident: dict = {"triton": triton.__version__, "python": platform.python_version()}
-    try:
-        from triton.runtime.cache import triton_key
 
-        ident["triton_key"] = __import__("hashlib").sha256(triton_key().encode()).hexdigest()[:16]
-    except Exception as exc:  # noqa: BLE001 - reported, not fatal
-        ident["triton_key"] = f"unavailable: {exc}"
-    try:
-        from triton.backends.nvidia.compiler import get_ptxas_version
+def _triton_cache():
+    sys.path.insert(0, str(BENCH))
+    import triton_cache
 
-        ident["ptxas"] = str(get_ptxas_version())
-    except Exception as exc:  # noqa: BLE001
-        ident["ptxas"] = f"unavailable: {type(exc).__name__}"
-    return ident
+    return triton_cache
 
 
 def phase_env(out: Path, smoke: bool) -> None:
@@ -262,13 +264,13 @@ def phase_env(out: Path, smoke: bool) -> None:
         rec["clocks"] = _run_text(["nvidia-smi", "-q", "-d", "CLOCK"])
     else:
         rec.update(device=f"cpu ({platform.processor() or platform.machine()})", interpreted=True)
-    cache = os.environ.get("FUSED_RNN_TRITON_CACHE_IDENTITY")
-    if cache and Path(cache).exists():
-        carried = json.loads(Path(cache).read_text())
-        rec["carried_cache"] = carried
-        rec["carried_cache_matches"] = all(carried.get(k) == rec["triton_identity"].get(k) for k in carried)
+    carried = os.environ.get(CARRIED_ENV)
+    if carried:  # restore the prebuilt cache (part 2) into this run's Triton cache, if built by this Triton
+        rec["carried_cache"] = _triton_cache().restore(Path(carried), Path(os.environ["TRITON_CACHE_DIR"]),
+                                                       rec["triton_identity"])  # fmt: skip
     else:
-        rec["carried_cache"] = "none carried: the warm-up compiles in a process pool"
+        rec["carried_cache"] = {"restored": False, "why": "none carried: the warm-up compiles in a process pool"}
+    log(f"env: carried Triton cache: {rec['carried_cache']}")
     _append(out, rec)
     log(f"env: {rec['device']}, torch {rec['torch']}, triton {rec['triton_identity']['triton']}")
 
@@ -361,6 +363,52 @@ def modules(H: int, prec: str, dev, *, layers: int = 1, bidirectional: bool = Fa
 # --------------------------------------------------------------------------- phase b: warm-up
 
 
+def exercise(p: Point, mode: str, dev) -> None:
+    """Run one (point, mode) at T = 2 as the later phases run it: forward and backward through FusedRNN, or for
+    generation `generate` with and without log-probabilities and the per-step loop. T is not specialised, so
+    this launches every kernel specialisation the point's longer runs launch (what the warm-up compiles and
+    bench/triton_cache.py records)."""
+    import torch
+
+    with precision_mode(p.prec), kernel_mode("step" if mode == "graph" else mode):
+        if mode == "generate":
+            from fused_rnn.bench.cases.generation import _per_step_loop
+
+            _case, s, _ctx = _generation_case(Point(p.B, 2, p.H, p.prec), dev, smoke=False)
+            with torch.no_grad():
+                s.fused.generate(s.prime, s.n, seed=0, return_logp=True)
+                s.fused.generate(s.prime, s.n, seed=0)
+                _per_step_loop(s.fused, s.prime, s.n)
+            return
+        bidir = mode == "packed_bidirectional"
+        fused, _ = modules(p.H, p.prec, dev, bidirectional=bidir)
+        dt = dtype_of(p.prec)
+        x = torch.randn(2, p.B, p.H, device=dev, dtype=dt, requires_grad=True)
+        h0 = torch.randn(2 if bidir else 1, p.B, p.H, device=dev, dtype=dt, requires_grad=True)
+        if bidir:
+            lengths = torch.tensor([2] + [1] * (p.B - 1))
+            x = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
+        # as the correctness phase: a given h0, gradients into the output and h_n
+        out, hn = fused(x, h0)
+        out = out.data if bidir else out
+        torch.autograd.backward([out, hn], [torch.randn_like(out), torch.randn_like(hn)])
+        if not bidir:  # as the timing phase: no h0, a gradient into the output only (HAS_DHN off)
+            out, _ = fused(x)
+            out.backward(torch.randn_like(out))
+
+
+def floor_items() -> list[tuple[Point, str]]:
+    """The shapes bench/floors.py launches rnn_scan at (float32 at "high" is TF32), as warm-up items."""
+    return [(Point(32, 2, 128, "tf32"), "single")] + [
+        (Point(32, 2, 512, prec), mode) for prec in ("tf32", "bf16") for mode in ("step", "persistent")
+    ]
+
+
+def warmup_items(smoke: bool, cuda: bool) -> list[tuple[Point, str]]:
+    """What the warm-up runs (and the cache builder records): every correctness item, then the floors' shapes."""
+    return correctness_items(smoke, cuda) + ([] if smoke else floor_items())
+
+
 def _warm_one(item: tuple) -> tuple[str, float, str | None]:
     """Run one (point, mode) forward and backward at T = 2 so its kernels are compiled into the cache."""
     p, mode = Point(*item[0]), item[1]
@@ -369,18 +417,9 @@ def _warm_one(item: tuple) -> tuple[str, float, str | None]:
         import torch
 
         dev = device()
-        with precision_mode(p.prec), kernel_mode("step" if mode == "graph" else mode):
-            bidir = mode == "packed_bidirectional"
-            fused, _ = modules(p.H, p.prec, dev, bidirectional=bidir)
-            x = torch.randn(2, p.B, p.H, device=dev, dtype=dtype_of(p.prec), requires_grad=True)
-            if bidir:
-                lengths = torch.tensor([2] + [1] * (p.B - 1))
-                x = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
-            out, hn = fused(x)
-            out = out.data if bidir else out
-            (out.float().sum() + hn.float().sum()).backward()
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
+        exercise(p, mode, dev)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
         return f"{p}/{mode}", time.perf_counter() - t0, None
     except Exception as exc:  # noqa: BLE001 - reported per item
         return f"{p}/{mode}", time.perf_counter() - t0, f"{type(exc).__name__}: {exc}"
@@ -393,9 +432,11 @@ def phase_warmup(out: Path, smoke: bool) -> None:
     import torch
 
     cuda = torch.cuda.is_available()
-    items = [(tuple(asdict(p).values()), m) for p, m in correctness_items(smoke, cuda)]
+    items = [(tuple(asdict(p).values()), m) for p, m in warmup_items(smoke, cuda)]
     if smoke:  # the interpreter compiles nothing: rehearse the pool on the first few
         items = items[:3]
+    cache_dir = os.environ.get("TRITON_CACHE_DIR")
+    before = _triton_cache().kernel_dirs(Path(cache_dir)) if cache_dir else None
     workers = max(1, min(len(items), (os.cpu_count() or 2) if cuda else 2, 16))
     t0 = time.perf_counter()
     errors = []
@@ -405,9 +446,15 @@ def phase_warmup(out: Path, smoke: bool) -> None:
                 errors.append(f"{name}: {err}")
                 log(f"warmup: {name} failed: {err}")
     wall = time.perf_counter() - t0
-    _append(out, {"phase": "warmup", "items": len(items), "workers": workers, "seconds": round(wall, 1),
-                  "errors": errors, "interpreted": not cuda})  # fmt: skip
-    log(f"warmup: {len(items)} specialisations on {workers} processes in {wall:.1f} s, {len(errors)} errors")
+    rec = {"phase": "warmup", "items": len(items), "workers": workers, "seconds": round(wall, 1), "errors": errors,
+           "interpreted": not cuda}  # fmt: skip
+    if before is not None:  # kernels in the cache before (the carried ones) and those the pool compiled
+        rec.update(kernels_cached_before=before, kernels_compiled=_triton_cache().kernel_dirs(Path(cache_dir)) - before)
+    _append(out, rec)
+    log(
+        f"warmup: {len(items)} items on {workers} processes in {wall:.1f} s, {len(errors)} errors"
+        + (f"; {rec['kernels_compiled']} kernels compiled, {before} were in the cache" if before is not None else "")
+    )
 
 
 # --------------------------------------------------------------------------- phase c: correctness
@@ -680,8 +727,10 @@ def phase_timing(out: Path, smoke: bool) -> None:
             rec["error"] = f"{type(exc).__name__}: {exc}"
         _append(out, rec)
         rate = {k: rec.get(f"{k}_chars_per_s", 0.0) for k in ("one_launch", "per_step_loop", "char_loop")}
-        log(f"generation {p}: {rate['one_launch']:,.0f} chars/s ({rec.get('path')}), per-step loop "
-            f"{rate['per_step_loop']:,.0f}, CharLoopModel {rate['char_loop']:,.0f}")
+        log(
+            f"generation {p}: {rate['one_launch']:,.0f} chars/s ({rec.get('path')}), per-step loop "
+            f"{rate['per_step_loop']:,.0f}, CharLoopModel {rate['char_loop']:,.0f}"
+        )
     sys.path.insert(0, str(BENCH))
     import floors
 
@@ -1005,9 +1054,13 @@ def run_phase(name: str, out: Path, smoke: bool, deadline: float) -> int:
     return 0
 
 
-def drive(out: Path, smoke: bool, budget: float, phases: list[str]) -> int:
-    """Each phase in a child process under min(its timeout, what is left of the budget)."""
+def drive(out: Path, smoke: bool, budget: float, phases: list[str], carried: Path | None = None) -> int:
+    """Each phase in a child process under min(its timeout, what is left of the budget). `carried`: a prebuilt
+    Triton cache that the env phase restores into a fresh TRITON_CACHE_DIR for every phase."""
     out.mkdir(parents=True, exist_ok=True)
+    env = _child_env(smoke)
+    if carried is not None:
+        env.update({CARRIED_ENV: str(carried), "TRITON_CACHE_DIR": tempfile.mkdtemp(prefix="fused_rnn-triton-")})
     start = time.time()
     deadline = start + budget
     timeouts = SMOKE_TIMEOUTS if smoke else TIMEOUTS
@@ -1024,7 +1077,7 @@ def drive(out: Path, smoke: bool, budget: float, phases: list[str]) -> int:
             t0 = time.time()
             log(f"== phase {name} (limit {limit:.0f} s)")
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                    start_new_session=True, env=_child_env(smoke))  # fmt: skip
+                                    start_new_session=True, env=env)  # fmt: skip
             timer = _Killer(proc, limit)
             for line in proc.stdout:
                 sys.stdout.write(line)
@@ -1074,6 +1127,105 @@ class _Killer:
         self.timer.cancel()
 
 
+# --------------------------------------------------------------------------- the prebuilt Triton cache (part 2)
+
+#: the parent tells the env phase which carried cache to restore into TRITON_CACHE_DIR
+CARRIED_ENV = "FUSED_RNN_CARRIED_CACHE"
+
+
+def record_child(path: Path) -> None:
+    """Under the interpreter: the launches of every warm-up item as a card runs them, into `path` (JSON)."""
+    import torch
+
+    tc = _triton_cache()
+    items = warmup_items(False, cuda=True)
+    dev = torch.device("cpu")
+
+    def work():
+        for p, mode in items:
+            exercise(p, mode, dev)
+            yield
+
+    t0 = time.perf_counter()
+    records = tc.record(work)
+    _atomic_write(path, json.dumps({"items": len(items), "records": records}))
+    log(f"build-cache: {len(items)} warm-up items launch {len(records)} distinct kernel specialisations "
+        f"(recorded in {time.perf_counter() - t0:.0f} s)")  # fmt: skip
+
+
+def _compile_chunk(records: list[dict]) -> dict:
+    return _triton_cache().compile_records(records)
+
+
+def compile_child(records_file: Path, pack_file: Path, jobs: int) -> int:
+    """Without torch or a GPU: compile the records for sm_90 into TRITON_CACHE_DIR over `jobs` processes, then
+    pack that folder with this Triton's identity into `pack_file`."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    tc = _triton_cache()
+    records = json.loads(records_file.read_text())["records"]
+    cache_dir = Path(os.environ["TRITON_CACHE_DIR"])
+    jobs = max(1, min(jobs, len(records)))
+    chunks = [records[k::jobs] for k in range(jobs)]
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+        parts = list(pool.map(_compile_chunk, chunks))
+    wall = time.perf_counter() - t0
+    failed = [f for part in parts for f in part["failed"]]
+    cpu_s = sum(part["seconds"] for part in parts)
+    ident = tc.identity()
+    built, hits = sum(p["built"] for p in parts), sum(p["hits"] for p in parts)
+    log(f"build-cache: {len(records)} records, {built} built, {hits} already cached, {len(failed)} failed; "
+        f"{wall:.0f} s on {jobs} processes ({cpu_s:.0f} process-s); Python {ident['python']}, "
+        f"triton {ident['triton']}, ptxas {ident['ptxas']}")  # fmt: skip
+    for f in failed:
+        log(f"build-cache: failed: {f}")
+    if failed:
+        return 1
+    extra = {"records": len(records), "compile_seconds": round(wall, 1), "compile_process_seconds": round(cpu_s, 1)}
+    meta = tc.pack(cache_dir, pack_file, ident, extra)
+    log(f"build-cache: {meta['kernels']} kernels, {meta['bytes'] / 2**20:.2f} MiB in {pack_file}")
+    if ident["python"].rsplit(".", 1)[0] != "3.12" or ident["triton"] != "3.6.0":
+        log(
+            "build-cache: note: the card runs Python 3.12 with triton 3.6.0; a cache built with another pair has "
+            "another identity, and the run will not use it (--cache-python names a Python 3.12 with triton 3.6.0)"
+        )
+    return 0
+
+
+def _package_site(tmp: Path) -> Path:
+    """A folder for PYTHONPATH that maps the package as setuptools' package-dir does (fused_rnn.kernels =
+    kernels/), for a Python that does not have it installed (what bench/gpu_run.sh falls back to)."""
+    site = tmp / "site"
+    (site / "fused_rnn").mkdir(parents=True)
+    for f in (ROOT / "fused_rnn").iterdir():
+        if f.name != "__pycache__":
+            (site / "fused_rnn" / f.name).symlink_to(f)
+    (site / "fused_rnn" / "kernels").symlink_to(ROOT / "kernels")
+    return site
+
+
+def build_cache(pack_file: Path, python: str, jobs: int) -> int:
+    """Record the warm-up's launches here (interpreter), compile them for sm_90 with `python`, pack the cache."""
+    with tempfile.TemporaryDirectory(prefix="fused_rnn-cache-") as tmp:
+        tmp_p = Path(tmp)
+        records = tmp_p / "records.json"
+        env = dict(os.environ, TRITON_INTERPRET="1", PYTHONUNBUFFERED="1")
+        r = subprocess.run([sys.executable, __file__, "--record-launches", str(records)], env=env)
+        if r.returncode:
+            log(f"build-cache: recording the launches failed (exit {r.returncode})")
+            return 1
+        build_dir = tmp_p / "triton-cache"
+        build_dir.mkdir()
+        env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+        path = os.pathsep.join([str(_package_site(tmp_p))] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+        env.update(TRITON_CACHE_DIR=str(build_dir), PYTHONPATH=path, PYTHONUNBUFFERED="1")
+        cmd = [python, __file__, "--compile-records", str(records), "--build-cache", str(pack_file)]
+        r = subprocess.run(cmd + ["--jobs", str(jobs)], env=env)
+        return 1 if r.returncode else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "gpu-run")
@@ -1083,7 +1235,33 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)
     ap.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
     ap.add_argument("--flashrnn-child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--triton-cache", type=Path, default=None,
+                    help="a prebuilt Triton cache to restore before the warm-up (default: .triton-cache/sm90.tar.xz "
+                    "when it exists); with --build-cache, where to write it")  # fmt: skip
+    ap.add_argument("--build-cache", nargs="?", const=True, default=None, metavar="FILE", type=Path,
+                    help="no run: build the prebuilt sm_90 cache (FILE, else --triton-cache or its default) on this "
+                    "machine, no GPU needed")  # fmt: skip
+    ap.add_argument("--cache-python", default=sys.executable,
+                    help="the Python that compiles the cache (it needs triton, not torch): one with Python 3.12 and "
+                    "triton 3.6.0, as on the card")  # fmt: skip
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes that compile the cache")
+    ap.add_argument("--record-launches", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--compile-records", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.jobs < 1:
+        ap.error(f"--jobs: expected a positive number of processes, got {args.jobs}")
+    if args.record_launches:
+        record_child(args.record_launches)
+        return 0
+    if args.compile_records:
+        return compile_child(args.compile_records, args.build_cache, args.jobs)
+    if args.build_cache is not None:
+        target = args.build_cache if isinstance(args.build_cache, Path) else args.triton_cache or _default_cache()
+        if target.is_dir():
+            ap.error(f"--build-cache: {target} is a folder; name the file to write (e.g. {target / 'sm90.tar.xz'})")
+        if not shutil.which(args.cache_python) and not Path(args.cache_python).is_file():
+            ap.error(f"--cache-python: {args.cache_python} not found")
+        return build_cache(target.resolve(), args.cache_python, args.jobs)
     if args.flashrnn_child:
         flashrnn_child(args.out)
         return 0
@@ -1095,7 +1273,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.out.exists() and not args.out.is_dir():
         ap.error(f"--out: {args.out} is a file, not a folder")
     budget = args.budget if args.budget is not None else (280.0 if args.smoke else 420.0)
-    return drive(args.out, args.smoke, budget, phases)
+    carried = args.triton_cache
+    if carried is not None and not carried.is_file():
+        ap.error(f"--triton-cache: {carried} is not a file")
+    if carried is None and _default_cache().is_file() and not args.smoke:
+        carried = _default_cache()
+    return drive(args.out, args.smoke, budget, phases, carried.resolve() if carried else None)
+
+
+def _default_cache() -> Path:
+    return ROOT / ".triton-cache" / "sm90.tar.xz"
 
 
 if __name__ == "__main__":

@@ -126,9 +126,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         default=d.steps,
         help="total optimizer steps, counting resumed ones (%(default)s)",
     )
-    p.add_argument(
-        "--batch-size", metavar="B", type=positive_int, help=f"global batch of windows ({d.batch_size}{ck})"
-    )
+    p.add_argument("--batch-size", metavar="B", type=positive_int, help=f"global batch of windows ({d.batch_size}{ck})")
     p.add_argument("--seq-len", metavar="T", type=positive_int, help=f"characters per window, T ({d.seq_len}{ck})")
     p.add_argument("--hidden", metavar="H", type=positive_int, help=f"hidden size H ({d.hidden}{ck})")
     p.add_argument("--embed", metavar="F", type=positive_int, help=f"embedding width (n_fac) ({d.embed}{ck})")
@@ -158,9 +156,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="continue from DIR/checkpoint.pt: step count, optimizer, sizes and its --text unless given",
     )
-    p.add_argument(
-        "--force", action="store_true", help="start over in an --out that holds a checkpoint, replacing it"
-    )
+    p.add_argument("--force", action="store_true", help="start over in an --out that holds a checkpoint, replacing it")
     p.add_argument(
         "--eval-every",
         metavar="N",

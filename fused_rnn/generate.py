@@ -223,9 +223,7 @@ def table_of(model) -> torch.Tensor:
     return F.linear(F.relu(model.l_in(model.e.weight)), w, model.l_hidden.bias)
 
 
-def draw_torch(
-    logits: torch.Tensor, noise: torch.Tensor | None, inv_temp: float | None, top_k: int
-) -> torch.Tensor:
+def draw_torch(logits: torch.Tensor, noise: torch.Tensor | None, inv_temp: float | None, top_k: int) -> torch.Tensor:
     """The kernels' draw in PyTorch: logits (B, V), noise (B, V) Gumbel -> tokens (B,) int64.
 
     argmax(logits * inv_temp + noise) over the logits >= the k-th largest; greedy when inv_temp is None.

@@ -96,6 +96,12 @@ def _grid_barrier_enabled() -> bool:
     return os.environ.get(GRID_BARRIER_ENV, "0") == "1"
 
 
+def _persistent_wanted(device: torch.device) -> bool:
+    """Whether to try the grid-barrier kernels: on CUDA with FUSED_RNN_GRID_BARRIER=1 (bench/triton_cache.py's
+    recorder answers yes under the interpreter too, to record the launches a card makes)."""
+    return device.type == "cuda" and _grid_barrier_enabled()
+
+
 def tf32x3_enabled() -> bool:
     return os.environ.get(TF32X3_ENV, "0") == "1"
 
@@ -233,7 +239,7 @@ def forward(
             return hs, hn
         grid = (n_b, triton.cdiv(H, cfg.block_n))
         meta = dict(BB=cfg.block_b, BK=cfg.block_h, BN=cfg.block_n, DOT_PRECISION=cfg.dot_precision, **flags)
-        if u.is_cuda and _grid_barrier_enabled():
+        if _persistent_wanted(u.device):
             count = torch.zeros(n_b, dtype=torch.int32, device=u.device)
             args = (u, wt, h0, lengths_arg, hs, hn, count, T, B, H)
             # a cooperative launch makes the driver refuse a grid that cannot be co-resident
@@ -280,7 +286,7 @@ def backward(
             return da, dh0
         grid = (n_b, triton.cdiv(H, cfg.block_n))
         meta = dict(BB=cfg.block_b, BK=cfg.block_h, BN=cfg.block_n, DOT_PRECISION=cfg.dot_precision, **flags)
-        if hs.is_cuda and _grid_barrier_enabled():
+        if _persistent_wanted(hs.device):
             count = torch.zeros(n_b, dtype=torch.int32, device=hs.device)
             args = (weight, hs, dhs_arg, dhn_arg, lengths_arg, da, dh0, count, T, B, H)
             kw = dict(meta, **cfg.launch_options(backward=True, persistent=True), launch_cooperative_grid=True)

@@ -294,8 +294,7 @@ def check_memory(cfg: TrainConfig, vocab_size: int, device: torch.device, world:
         f"{vocab_size} characters"
     )
     raise DataError(
-        f"sizes: {sizes} need about {_gib(need)} of memory; {device.type} has {_gib(free)} free. "
-        "Use smaller sizes"
+        f"sizes: {sizes} need about {_gib(need)} of memory; {device.type} has {_gib(free)} free. Use smaller sizes"
     )
 
 

@@ -481,8 +481,10 @@ def test_bench_plot_shows_every_case_notes_the_torch_path_and_keeps_1(tmp_path):
         runner.plot(res, tmp_path / "p.png", CASES)
     assert (tmp_path / "p.png").stat().st_size > 0
     for case in CASES:  # every case, including model and rnn that have no panels of their own
-        assert any(case.name in t or any(s.label in t for s in case.speedups) or any(
-            title in t for _, title in case.plots) for t in drawn["titles"]), case.name
+        assert any(
+            case.name in t or any(s.label in t for s in case.speedups) or any(title in t for _, title in case.plots)
+            for t in drawn["titles"]
+        ), case.name
     assert len(drawn["titles"]) >= sum(max(len(c.plots), len(c.speedups)) for c in CASES if c.plots or c.speedups)
     assert any("PyTorch path" in t for t in drawn["texts"])
     assert all(lo <= 1.0 <= hi for lo, hi in drawn["ylims"])
@@ -532,14 +534,16 @@ def test_inspect_labels_training_text_past_the_held_out_end(tmp_path, capsys):
     state = torch.load(ck, weights_only=True)
     state["config"]["text"] = str(p)
     torch.save(state, ck)
-    code, out, err = run(["inspect", "--checkpoint", ck, "--length", 100, "--out", tmp_path / "o", "--device", "cpu"],
-                         capsys)
+    code, out, err = run(
+        ["inspect", "--checkpoint", ck, "--length", 100, "--out", tmp_path / "o", "--device", "cpu"], capsys
+    )
     assert code == 0, err
     assert "note: the first 35 of these 100 characters are training text" in out
     data = json.loads((tmp_path / "o" / "inspect.json").read_text())
     assert data["training_chars"] == 35 and "training text" in (tmp_path / "o" / "index.html").read_text()
-    code, out, err = run(["inspect", "--checkpoint", ck, "--length", 60, "--out", tmp_path / "o2", "--device", "cpu"],
-                         capsys)
+    code, out, err = run(
+        ["inspect", "--checkpoint", ck, "--length", 60, "--out", tmp_path / "o2", "--device", "cpu"], capsys
+    )
     assert code == 0 and "training text" not in out
 
 

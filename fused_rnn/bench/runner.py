@@ -514,7 +514,9 @@ def plot(res: dict, path: Path, cases: Sequence[Case] = CASES) -> None:
     precs = list(res["precisions"])
     rows_of = panels(cases, res["precisions"][precs[0]]) if precs else []
     fig, axes = plt.subplots(
-        max(1, len(rows_of)), max(1, len(precs)), figsize=(7 * max(1, len(precs)), 11 / 3 * max(1, len(rows_of))),
+        max(1, len(rows_of)),
+        max(1, len(precs)),
+        figsize=(7 * max(1, len(precs)), 11 / 3 * max(1, len(rows_of))),
         squeeze=False,
     )
     for col, prec in enumerate(precs):
