@@ -377,8 +377,10 @@ def _generate_triton(run: _Run, tokens: torch.Tensor, logp: torch.Tensor | None)
             return hn
         _, scan_cfg = resolve_backend(torch.empty((), device=w.device, dtype=w.dtype).expand(1, B, H), "triton")
 
+        wt = w.t().contiguous()  # W^T once for the whole call, not once per step
+
         def step(h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:  # the recurrence, T = 1, on the kernels
-            return launch.forward(u[None].contiguous(), w, h, None, False, False, scan_cfg)[1]
+            return launch.forward(u[None].contiguous(), w, h, None, False, False, scan_cfg, wt=wt)[1]
 
         k = kind(w.dtype, dot_precision(w.dtype, torch.get_float32_matmul_precision()))
         bv = draw_block_v(V, k, launch.device_key(w.device)[0])

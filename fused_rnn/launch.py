@@ -219,14 +219,19 @@ def forward(
     reverse: bool,
     relu: bool,
     cfg: KernelConfig,
+    wt: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """States hs (T, B, H) and h_n (B, H) in u's dtype. T >= 1 and B >= 1; every tensor contiguous."""
+    """States hs (T, B, H) and h_n (B, H) in u's dtype. T >= 1 and B >= 1; every tensor contiguous.
+
+    wt: weight.t().contiguous() (H, H), from a caller that launches many T = 1 calls with one weight
+    (generation's per-step path), so that it is made once, not per call.
+    """
     LAUNCHER_CALLS["forward"] += 1
     T, B, H = u.shape
     hs = _empty(u)
     hn = _empty(h0)
     n_b = triton.cdiv(B, cfg.block_b)
-    wt = weight.t().contiguous()
+    wt = weight.t().contiguous() if wt is None else wt
     flags = dict(RELU=relu, REVERSE=reverse, HAS_LENGTHS=lengths is not None)
     lengths_arg = h0 if lengths is None else lengths  # a pointer the kernel never reads without HAS_LENGTHS
     with _guard(u.device):

@@ -178,6 +178,29 @@ def test_kernels_and_pytorch_path_draw_the_same_tokens(path, temperature, top_k,
     assert torch.equal(model.generate(prime[:5], Ln, backend="triton", **kw)[0], tk[:5])
 
 
+@pytest.mark.parametrize("draw", ["kernel", "pytorch"])
+def test_per_step_path_transposes_the_weight_once(draw, device, monkeypatch):
+    """The per-step path hands every T = 1 launch the same W^T, made once per call, not once per step."""
+    _triton_or_skip(device)
+    monkeypatch.setattr(G, "one_launch_config", lambda *a, **k: None)
+    if draw == "pytorch":
+        monkeypatch.setattr(G, "DRAW_CONFIGS", {})
+    given, forward = [], L.forward
+
+    def spy(*args, **kwargs):
+        if kwargs.get("wt") is not None:
+            given.append(kwargs["wt"])
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(L, "forward", spy)
+    model = _model(11, 20, device)
+    prime = torch.randint(0, 11, (3, 2), device=device)
+    tokens = model.generate(prime, 5, backend="triton", seed=1)
+    assert tokens.shape == (3, 5)
+    assert len(given) >= 4 and all(w is given[0] for w in given), len(given)
+    assert torch.equal(given[0], model.l_hidden.weight.t()) and given[0].is_contiguous()
+
+
 def test_draw_in_pytorch_ops_beyond_the_draw_kernel(device, monkeypatch):
     """No draw kernel for V on the card: the per-step path draws with PyTorch ops on the kernels' recurrence."""
     _triton_or_skip(device)
