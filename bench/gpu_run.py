@@ -266,8 +266,11 @@ def phase_env(out: Path, smoke: bool) -> None:
         rec.update(device=f"cpu ({platform.processor() or platform.machine()})", interpreted=True)
     carried = os.environ.get(CARRIED_ENV)
     if carried:  # restore the prebuilt cache (part 2) into this run's Triton cache, if built by this Triton
-        rec["carried_cache"] = _triton_cache().restore(Path(carried), Path(os.environ["TRITON_CACHE_DIR"]),
-                                                       rec["triton_identity"])  # fmt: skip
+        try:
+            rec["carried_cache"] = _triton_cache().restore(Path(carried), Path(os.environ["TRITON_CACHE_DIR"]),
+                                                           rec["triton_identity"])  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - a bad file must not cost the env record; the pool compiles
+            rec["carried_cache"] = {"restored": False, "why": f"restore failed: {type(exc).__name__}: {exc}"}
     else:
         rec["carried_cache"] = {"restored": False, "why": "none carried: the warm-up compiles in a process pool"}
     log(f"env: carried Triton cache: {rec['carried_cache']}")
@@ -435,8 +438,11 @@ def phase_warmup(out: Path, smoke: bool) -> None:
     items = [(tuple(asdict(p).values()), m) for p, m in warmup_items(smoke, cuda)]
     if smoke:  # the interpreter compiles nothing: rehearse the pool on the first few
         items = items[:3]
-    cache_dir = os.environ.get("TRITON_CACHE_DIR")
-    before = _triton_cache().kernel_dirs(Path(cache_dir)) if cache_dir else None
+    from triton import knobs
+
+    cache_dir = knobs.cache.dir  # TRITON_CACHE_DIR (the carried cache went there), else ~/.triton/cache
+    tc = _triton_cache()
+    before = (tc.kernel_dirs(Path(cache_dir)), tc.launchers(Path(cache_dir))) if cache_dir else None
     workers = max(1, min(len(items), (os.cpu_count() or 2) if cuda else 2, 16))
     t0 = time.perf_counter()
     errors = []
@@ -448,13 +454,17 @@ def phase_warmup(out: Path, smoke: bool) -> None:
     wall = time.perf_counter() - t0
     rec = {"phase": "warmup", "items": len(items), "workers": workers, "seconds": round(wall, 1), "errors": errors,
            "interpreted": not cuda}  # fmt: skip
-    if before is not None:  # kernels in the cache before (the carried ones) and those the pool compiled
-        rec.update(kernels_cached_before=before, kernels_compiled=_triton_cache().kernel_dirs(Path(cache_dir)) - before)
+    if before is not None:  # kernels and C launchers in the cache before (the carried ones), and those built now
+        rec.update(
+            kernels_cached_before=before[0],
+            kernels_compiled=tc.kernel_dirs(Path(cache_dir)) - before[0],
+            launchers_cached_before=before[1],
+            launchers_built=tc.launchers(Path(cache_dir)) - before[1],
+        )
     _append(out, rec)
-    log(
-        f"warmup: {len(items)} items on {workers} processes in {wall:.1f} s, {len(errors)} errors"
-        + (f"; {rec['kernels_compiled']} kernels compiled, {before} were in the cache" if before is not None else "")
-    )
+    log(f"warmup: {len(items)} items on {workers} processes in {wall:.1f} s, {len(errors)} errors" + (
+        f"; built {rec['kernels_compiled']} kernels and {rec['launchers_built']} launchers, {before[0]} and "
+        f"{before[1]} were in the cache" if before is not None else ""))  # fmt: skip
 
 
 # --------------------------------------------------------------------------- phase c: correctness
@@ -1096,6 +1106,8 @@ def drive(out: Path, smoke: bool, budget: float, phases: list[str], carried: Pat
     status |= bool(c["failed"])
     files = ", ".join(sorted(p.name for p in out.iterdir() if not p.name.startswith(".")))
     log(f"gpu_run: {time.time() - start:.0f} s; correctness {c['passed']}/{c['checked']}; files in {out}: {files}")
+    if carried is not None:  # the run's own cache folder (the machine's default cache is left alone)
+        shutil.rmtree(env["TRITON_CACHE_DIR"], ignore_errors=True)
     return status
 
 
@@ -1153,8 +1165,9 @@ def record_child(path: Path) -> None:
         f"(recorded in {time.perf_counter() - t0:.0f} s)")  # fmt: skip
 
 
-def _compile_chunk(records: list[dict]) -> dict:
-    return _triton_cache().compile_records(records)
+def _compile_chunk(job: tuple[list[dict], str | None]) -> dict:
+    records, stub = job
+    return _triton_cache().compile_records(records, stub=Path(stub) if stub else None)
 
 
 def compile_child(records_file: Path, pack_file: Path, jobs: int) -> int:
@@ -1163,11 +1176,22 @@ def compile_child(records_file: Path, pack_file: Path, jobs: int) -> int:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
+    from triton._C.libtriton import get_cache_invalidating_env_vars
+
     tc = _triton_cache()
-    records = json.loads(records_file.read_text())["records"]
+    if env_vars := get_cache_invalidating_env_vars():  # they enter every key: the card would miss them all
+        log(f"build-cache: error: unset {', '.join(sorted(env_vars))}: they enter Triton's cache keys")
+        return 2
+    recorded = json.loads(records_file.read_text())["records"]
+    records = list({tc.jit_key(r): r for r in recorded}.values())  # one per key, so no two processes build it
     cache_dir = Path(os.environ["TRITON_CACHE_DIR"])
     jobs = max(1, min(jobs, len(records)))
-    chunks = [records[k::jobs] for k in range(jobs)]
+    try:
+        stub: str | None = str(tc._stub_libcuda(cache_dir.parent / "stub-libcuda"))
+    except (OSError, subprocess.CalledProcessError) as exc:
+        stub = None
+        log(f"build-cache: no C launchers (the card builds them at first launch): {exc}")
+    chunks = [(records[k::jobs], stub) for k in range(jobs)]
     t0 = time.perf_counter()
     with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
         parts = list(pool.map(_compile_chunk, chunks))
@@ -1176,16 +1200,23 @@ def compile_child(records_file: Path, pack_file: Path, jobs: int) -> int:
     cpu_s = sum(part["seconds"] for part in parts)
     ident = tc.identity()
     built, hits = sum(p["built"] for p in parts), sum(p["hits"] for p in parts)
-    log(f"build-cache: {len(records)} records, {built} built, {hits} already cached, {len(failed)} failed; "
+    log(f"build-cache: {len(recorded)} records, {len(records)} distinct JIT keys: {built} built, {hits} already "
+        f"cached, {len(failed)} failed, {tc.launchers(cache_dir)} C launchers; "
         f"{wall:.0f} s on {jobs} processes ({cpu_s:.0f} process-s); Python {ident['python']}, "
         f"triton {ident['triton']}, ptxas {ident['ptxas']}")  # fmt: skip
     for f in failed:
         log(f"build-cache: failed: {f}")
     if failed:
         return 1
-    extra = {"records": len(records), "compile_seconds": round(wall, 1), "compile_process_seconds": round(cpu_s, 1)}
-    meta = tc.pack(cache_dir, pack_file, ident, extra)
-    log(f"build-cache: {meta['kernels']} kernels, {meta['bytes'] / 2**20:.2f} MiB in {pack_file}")
+    extra = {"records": len(recorded), "jit_keys": len(records), "compile_seconds": round(wall, 1),
+             "compile_process_seconds": round(cpu_s, 1)}  # fmt: skip
+    try:
+        meta = tc.pack(cache_dir, pack_file, ident, extra)
+    except (ValueError, OSError) as exc:
+        log(f"build-cache: error: {exc}")
+        return 2
+    log(f"build-cache: {meta['kernels']} kernels and {meta['launchers']} launchers, {meta['bytes'] / 2**20:.2f} MiB "
+        f"in {pack_file}")  # fmt: skip
     if ident["python"].rsplit(".", 1)[0] != "3.12" or ident["triton"] != "3.6.0":
         log(
             "build-cache: note: the card runs Python 3.12 with triton 3.6.0; a cache built with another pair has "
@@ -1254,6 +1285,8 @@ def main(argv: list[str] | None = None) -> int:
         record_child(args.record_launches)
         return 0
     if args.compile_records:
+        if not isinstance(args.build_cache, Path):
+            ap.error("--compile-records: needs --build-cache FILE")
         return compile_child(args.compile_records, args.build_cache, args.jobs)
     if args.build_cache is not None:
         target = args.build_cache if isinstance(args.build_cache, Path) else args.triton_cache or _default_cache()
@@ -1261,6 +1294,13 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--build-cache: {target} is a folder; name the file to write (e.g. {target / 'sm90.tar.xz'})")
         if not shutil.which(args.cache_python) and not Path(args.cache_python).is_file():
             ap.error(f"--cache-python: {args.cache_python} not found")
+        probe = [args.cache_python, "-c", "import triton; print(triton.__version__)"]
+        try:
+            found = subprocess.run(probe, capture_output=True, text=True, timeout=120)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            ap.error(f"--cache-python: {args.cache_python} does not run: {exc}")
+        if found.returncode:
+            ap.error(f"--cache-python: {args.cache_python} cannot import triton (pip install triton==3.6.0 there)")
         return build_cache(target.resolve(), args.cache_python, args.jobs)
     if args.flashrnn_child:
         flashrnn_child(args.out)

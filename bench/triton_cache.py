@@ -10,23 +10,32 @@ Three steps, driven by `python bench/gpu_run.py --build-cache` (and restored by 
            Kernels run (in the interpreter) only where they are cheap, since generation reads its tokens back.
   build    (any Python with Triton and no torch: use Python 3.12 with PyPI's triton 3.6.0, the pair the card
            has, since Triton's cache key hashes libtriton, which differs per Python) feeds stand-ins for those
-           arguments to each kernel's own `JITFunction.warmup` under a compile-only driver for sm_90. So the
-           binder, the specialisation and the cache key are the runtime's by construction, not rebuilt.
+           arguments to each kernel's own `JITFunction.warmup` under a compile-only driver for sm_90, one per
+           distinct JIT key (`jit_key`). So the binder, the specialisation and the cache key are the runtime's
+           by construction, not rebuilt. Each kernel's C launcher (gcc, per signature) is built too, linked
+           against a stub libcuda.so.1, as the card would build it at the first launch. Refuses to run with a
+           cache-invalidating environment variable set (it would enter every key).
   pack     one tar.xz (at most `MAX_BYTES`), the cache folder plus `identity.json`: Triton's identity (version,
-           `triton_key` hash, ptxas version), the folder it was built in and the record count.
+           `triton_key` hash, ptxas version, cache-invalidating environment variables), the digest of the
+           kernels' sources (`source_digest`), the folder it was built in and the counts.
 
-`restore` (on the card, before the warm-up) extracts it only when the identity matches the machine's, and
-rewrites the absolute paths Triton's cache groups hold (`__grp__*.json`) to the folder it restores into.
+`restore` (on the card, before the warm-up) extracts it only when the identity matches the machine's and the
+tree's, and points the paths Triton's cache groups hold (`__grp__*.json`) at the files beside them. Not in it:
+bench/floors.py's own two tiny kernels (that module needs torch), and the shapes of the CUDA-only tests (they
+skip on the CPU, so they cannot be recorded here).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
 import platform
 import re
+import shutil
+import subprocess
 import tarfile
 import time
 from collections.abc import Callable, Iterable
@@ -39,7 +48,10 @@ DEFAULT_FILE = Path(__file__).resolve().parents[1] / ".triton-cache" / "sm90.tar
 #: a recorded kernel runs in the interpreter when B * H is at most this (generation reads its tokens back)
 EXECUTE_MAX_BH = 64 * 128
 #: the identity fields that must match for the carried cache to be used
-IDENTITY_KEYS = ("triton", "triton_key", "ptxas")
+IDENTITY_KEYS = ("triton", "triton_key", "ptxas", "env_vars", "source")
+ROOT = Path(__file__).resolve().parents[1]
+#: the files whose contents decide the kernels' cache keys (kernels/) and which configs launch (the dispatcher)
+SOURCE_FILES = ("kernels/*.py", "fused_rnn/dispatch.py")
 
 _TORCH_TO_TRITON = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "float64": "fp64",
                     "int32": "i32", "int64": "i64", "int8": "i8", "uint8": "u8", "bool": "i1"}  # fmt: skip
@@ -50,12 +62,25 @@ _TRITON_NAMES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "fp64
 # --------------------------------------------------------------------------- identity
 
 
+def source_digest(root: Path = ROOT) -> str:
+    """sha256 (16 hex digits) of SOURCE_FILES under `root`: a cache built from other kernels is not restored."""
+    h = hashlib.sha256()
+    for pattern in SOURCE_FILES:
+        for path in sorted(root.glob(pattern)):
+            h.update(f"{path.relative_to(root).as_posix()}\0".encode() + path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
 def identity() -> dict:
     """What Triton's cache keys hold besides the kernel: its version, the hash of its sources and libtriton
-    (`triton_key`, which differs per Python version), and the ptxas version; and the Python it runs on."""
+    (`triton_key`, which differs per Python version), the ptxas version and the cache-invalidating environment
+    variables that are set; the digest of this tree's kernels (`source_digest`); and the Python it runs on."""
     import triton
+    from triton._C.libtriton import get_cache_invalidating_env_vars
 
     ident: dict = {"triton": triton.__version__, "python": platform.python_version()}
+    ident["env_vars"] = dict(sorted(get_cache_invalidating_env_vars().items()))
+    ident["source"] = source_digest()
     try:
         from triton.runtime.cache import triton_key
 
@@ -208,8 +233,65 @@ class Counter:
             self.built += 1
 
 
-def compile_records(records: list[dict], capability: int = 90) -> dict:
-    """Compile every record through its kernel's own JIT (`warmup`) into TRITON_CACHE_DIR, for `capability`.
+def jit_key(rec: dict, capability: int = 90) -> str:
+    """The part of the JIT's in-memory cache key a record decides (kernel, specialisation, options): records
+    that differ only in values the binder ignores (B = 17 or 33) share one."""
+    import fused_rnn.kernels as K
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import make_backend
+    from triton.runtime.jit import create_function_from_signature
+
+    fn = getattr(K, rec["kernel"])
+    binder = create_function_from_signature(fn.signature, fn.params, make_backend(GPUTarget("cuda", capability, 32)))
+    _bound, specialization, options = binder(*[_arg(a) for a in rec["args"]], **rec["kwargs"])
+    return json.dumps([rec["kernel"], [list(x) for x in specialization], sorted(options.items())], default=str)
+
+
+def _stub_libcuda(folder: Path) -> Path:
+    """A libcuda.so.1 to link Triton's C launchers against where there is no driver. It defines every cu* name
+    Triton's CUDA driver module mentions (the launcher template's calls among them), so that the linker, which
+    drops a library that resolves nothing (--as-needed), records libcuda.so.1 as needed, as on the card; there
+    the real one resolves them."""
+    import triton.backends.nvidia.driver as nv
+
+    names = sorted(set(re.findall(r"\b(cu[A-Z]\w*)\s*\(", Path(nv.__file__).read_text())))
+    folder.mkdir(parents=True, exist_ok=True)
+    src = folder / "stub.c"
+    src.write_text("".join(f"void {n}(void) {{}}\n" for n in names))
+    gcc = shutil.which("gcc") or shutil.which("cc") or "gcc"
+    cmd = [gcc, "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o", str(folder / "libcuda.so.1"), str(src)]
+    subprocess.run(cmd, check=True, capture_output=True)
+    return folder
+
+
+def _build_launcher(kernel, stub: Path) -> None:
+    """Triton's C launcher for `kernel` (gcc, one per signature; cached in TRITON_CACHE_DIR as
+    __triton_launcher*.so), as the card would build it at the kernel's first launch. Loading it needs the
+    driver, so that part fails here, after the build is in the cache."""
+    import logging
+
+    import triton.backends.nvidia.driver as nv
+
+    if nv.libcuda_dirs.__name__ != "stub_dirs":
+
+        def stub_dirs():
+            return [str(stub)]
+
+        nv.libcuda_dirs = stub_dirs
+        nv.library_dirs.cache_clear()
+        logging.getLogger("triton.runtime.build").setLevel(logging.ERROR)  # "could not be loaded": expected here
+    with contextlib.suppress(ImportError, OSError):
+        nv.CudaLauncher(kernel.src, kernel.metadata)
+
+
+def launchers(cache_dir: Path) -> int:
+    """How many C launchers a Triton cache folder holds."""
+    return sum(1 for _ in Path(cache_dir).glob("*/__triton_launcher*.so")) if Path(cache_dir).is_dir() else 0
+
+
+def compile_records(records: list[dict], capability: int = 90, stub: Path | None = None) -> dict:
+    """Compile every record through its kernel's own JIT (`warmup`) into TRITON_CACHE_DIR, for `capability`;
+    with `stub` (a folder holding a stub libcuda.so.1), also each kernel's C launcher.
 
     Needs no GPU and no torch; must not run under TRITON_INTERPRET. Returns counts and failures."""
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
@@ -229,7 +311,9 @@ def compile_records(records: list[dict], capability: int = 90) -> dict:
             fn = getattr(K, rec["kernel"])
             args = [_arg(a) for a in rec["args"]]
             try:
-                fn.warmup(*args, grid=tuple(rec["grid"]), **rec["kwargs"])
+                kernel = fn.warmup(*args, grid=tuple(rec["grid"]), **rec["kwargs"])
+                if stub is not None:
+                    _build_launcher(kernel, stub)
             except Exception as exc:  # noqa: BLE001 - reported per record
                 failed.append(f"{rec['kernel']}: {type(exc).__name__}: {str(exc)[:300]}")
     finally:
@@ -250,7 +334,8 @@ def kernel_dirs(cache_dir: Path) -> int:
 def pack(cache_dir: Path, out_file: Path, ident: dict, extra: dict | None = None) -> dict:
     """Write the cache folder and identity.json as one tar.xz (atomically); refuses one over MAX_BYTES."""
     cache_dir = Path(cache_dir).resolve()
-    meta = dict(identity=ident, build_dir=str(cache_dir), kernels=kernel_dirs(cache_dir), **(extra or {}))
+    meta = dict(identity=ident, build_dir=str(cache_dir), kernels=kernel_dirs(cache_dir),
+                launchers=launchers(cache_dir), **(extra or {}))  # fmt: skip
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:xz", preset=9) as tar:
         data = json.dumps(meta, indent=1).encode()
@@ -304,11 +389,10 @@ def restore(tar_file: Path, dest: Path, here: dict) -> dict:
             assert src is not None
             data = src.read()
             if rel.name.startswith("__grp__"):
+                # a group's files sit beside it: the paths depend on neither folder's spelling (symlinks)
                 grp = json.loads(data)
-                grp["child_paths"] = {
-                    k: str(dest / Path(v).relative_to(meta["build_dir"])) for k, v in grp["child_paths"].items()
-                }
+                grp["child_paths"] = {k: str(target.parent / Path(v).name) for k, v in grp["child_paths"].items()}
                 data = json.dumps(grp).encode()
             target.write_bytes(data)
-    return {"restored": True, "kernels": kernel_dirs(dest), "records": meta.get("records"), "dir": str(dest),
-            "built_with": meta["identity"]}  # fmt: skip
+    return {"restored": True, "kernels": kernel_dirs(dest), "launchers": launchers(dest),
+            "records": meta.get("records"), "dir": str(dest), "built_with": meta["identity"]}  # fmt: skip

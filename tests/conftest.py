@@ -22,6 +22,14 @@ def device() -> torch.device:
 
 
 @pytest.fixture
+def text_file(tmp_path):
+    """A small text file to train on."""
+    p = tmp_path / "tiny.txt"
+    p.write_text("the quick brown fox jumps over the lazy dog.\n" * 60, encoding="utf-8")
+    return p
+
+
+@pytest.fixture
 def poison(monkeypatch):
     """Fill every kernel output with NaN before launch: an unwritten element fails."""
     monkeypatch.setattr(fused_rnn.launch, "POISON", True)

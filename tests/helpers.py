@@ -1,4 +1,8 @@
-"""Shared test helpers: float64 references and error measures."""
+"""Shared test helpers: float64 references and error measures, the CLI runner, bench/ scripts as modules."""
+
+import importlib.util
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -56,3 +60,26 @@ def split_config(H: int, prec: str, split_k: bool = False) -> KernelConfig:
     """
     warps = min(8, padded(H) // 16) if split_k else 8
     return KernelConfig("split", 16, padded(H), SPLIT_BN, warps, prec, warps, split_k=split_k)
+
+
+#: the smallest model the command line trains in a test
+TINY = ["--hidden", "32", "--embed", "8", "--seq-len", "16", "--batch-size", "8", "--quiet"]
+
+
+def run_cli(argv, capsys) -> tuple[int, str, str]:
+    """`fused-rnn ARGV` in-process: (exit code, stdout, stderr)."""
+    from fused_rnn.cli import main
+
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def load_bench(name: str):
+    """bench/NAME.py as the module NAME (registered in sys.modules: dataclasses look their module up)."""
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

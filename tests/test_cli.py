@@ -9,25 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import TINY
+from helpers import run_cli as run
 
 from fused_rnn.cli import main
 from fused_rnn.data import DEFAULT_MODULES, default_text
 from fused_rnn.train import load_checkpoint
-
-TINY = ["--hidden", "32", "--embed", "8", "--seq-len", "16", "--batch-size", "8", "--quiet"]
-
-
-@pytest.fixture
-def text_file(tmp_path: Path) -> Path:
-    p = tmp_path / "tiny.txt"
-    p.write_text("the quick brown fox jumps over the lazy dog.\n" * 60, encoding="utf-8")
-    return p
-
-
-def run(argv, capsys):
-    code = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def metrics(out: Path) -> dict:

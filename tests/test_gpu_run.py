@@ -3,7 +3,6 @@
 Also the launch path it measures: step mode's direct launches and the once-per-config fit check.
 """
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,21 +11,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import load_bench
 
 import fused_rnn.launch as launch
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _gpu_run():
-    spec = importlib.util.spec_from_file_location("gpu_run", ROOT / "bench" / "gpu_run.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_run"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-gpu_run = _gpu_run()
+gpu_run = load_bench("gpu_run")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the rehearsal is for CPU machines; the card runs the real one")

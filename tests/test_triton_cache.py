@@ -5,9 +5,10 @@ compile-only driver (no GPU); restoring into another folder must turn every one 
 cache hit, which is what the card's warm-up then sees.
 """
 
-import importlib.util
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -16,23 +17,13 @@ from pathlib import Path
 import fused_rnn.kernels as K
 import pytest
 import torch
+from helpers import load_bench
 
 import fused_rnn.launch as launch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
-import triton_cache as tc  # noqa: E402
-
-
-def _gpu_run():
-    spec = importlib.util.spec_from_file_location("gpu_run", ROOT / "bench" / "gpu_run.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_run"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-gpu_run = _gpu_run()
+tc = load_bench("triton_cache")
+gpu_run = load_bench("gpu_run")
 Point = gpu_run.Point
 pytestmark = pytest.mark.skipif(not launch.INTERPRETED, reason="recording runs under Triton's interpreter (CPU)")
 
@@ -145,11 +136,21 @@ def built(records, tmp_path_factory):
 
 def test_build_compiles_every_record_and_packs_it(built, records):
     _tmp, _recs, build_dir, pack, log = built
-    assert f"{len(records)} records, " in log and ", 0 failed;" in log
-    kernels = tc.kernel_dirs(build_dir)  # records that differ only where the JIT key does not look share one
-    assert 7 <= kernels <= len(records)
+    # records that differ only where the JIT key does not look share one key; each key built once
+    found = re.search(rf"{len(records)} records, (\d+) distinct JIT keys: (\d+) built, 0 already cached, 0 failed", log)
+    assert found and found.group(1) == found.group(2), log
+    keys = int(found.group(1))
+    assert 7 <= keys <= len(records)
+    kernels = tc.kernel_dirs(build_dir)
+    assert kernels == keys
     meta = tc.read_identity(pack)
     assert meta["identity"] == tc.identity() and meta["kernels"] == kernels and meta["records"] == len(records)
+    # the C launchers, one per signature, each needing libcuda.so.1 as the card's own build would
+    assert 1 <= meta["launchers"] == tc.launchers(build_dir) <= kernels
+    if shutil.which("readelf"):
+        for so in build_dir.glob("*/__triton_launcher*.so"):
+            needed = subprocess.run(["readelf", "-d", str(so)], capture_output=True, text=True).stdout
+            assert "[libcuda.so.1]" in needed, so
     assert meta["build_dir"] == str(build_dir.resolve())
     assert pack.stat().st_size <= tc.MAX_BYTES
     with tarfile.open(pack) as tar:
@@ -164,7 +165,7 @@ def test_restored_cache_turns_every_jit_compile_into_a_hit(built, records, tmp_p
     dest = tmp_path / "elsewhere" / "triton"
     res = tc.restore(pack, dest, tc.identity())
     kernels = tc.kernel_dirs(build_dir)
-    assert res["restored"] and res["kernels"] == kernels, res
+    assert res["restored"] and res["kernels"] == kernels and res["launchers"] == tc.launchers(build_dir), res
     for grp in dest.glob("*/__grp__*.json"):  # the groups point into the new folder, at files that exist
         paths = json.loads(grp.read_text())["child_paths"].values()
         assert all(Path(p).is_file() and Path(p).is_relative_to(dest) for p in paths)
@@ -197,22 +198,72 @@ def test_smoke_env_phase_restores_a_carried_cache(built, tmp_path):
     assert not Path(carried["dir"]).is_relative_to(ROOT)
 
 
-def _fake_pack(tmp: Path, ident: dict) -> Path:
+def _fake_pack(tmp: Path, ident: dict, written_as: str | None = None) -> Path:
+    """A one-kernel cache; `written_as`: the folder its group names (Triton writes TRITON_CACHE_DIR unresolved)."""
     cache = tmp / "c"
     (cache / "abc").mkdir(parents=True)
     (cache / "abc" / "k.json").write_text("{}")
-    (cache / "abc" / "__grp__k.json").write_text(json.dumps({"child_paths": {"k.json": str(cache / "abc/k.json")}}))
+    child = f"{written_as or cache}/abc/k.json"
+    (cache / "abc" / "__grp__k.json").write_text(json.dumps({"child_paths": {"k.json": child}}))
     return Path(tc.pack(cache, tmp / "p.tar.xz", ident)["file"])
 
 
-def test_restore_refuses_a_cache_built_by_another_triton(tmp_path):
+def test_restore_points_the_groups_at_their_files_whatever_the_build_folder_was_called(tmp_path):
     here = tc.identity()
-    pack = _fake_pack(tmp_path, dict(here, triton_key="0" * 16))
+    pack = _fake_pack(tmp_path, here, written_as="/some/symlinked/tmp/cache")
     dest = tmp_path / "dest"
     res = tc.restore(pack, dest, here)
-    assert res["restored"] is False and "triton_key" in res["why"]
+    assert res["restored"] and res["kernels"] == 1
+    grp = json.loads((dest / "abc" / "__grp__k.json").read_text())
+    assert grp["child_paths"] == {"k.json": str(dest.resolve() / "abc" / "k.json")}
+
+
+@pytest.mark.parametrize("field", ["triton_key", "source", "env_vars", "ptxas"])
+def test_restore_refuses_a_cache_built_by_another_triton_or_tree(field, tmp_path):
+    here = tc.identity()
+    pack = _fake_pack(tmp_path, dict(here, **{field: {"TRITON_X": "1"} if field == "env_vars" else "0" * 16}))
+    dest = tmp_path / "dest"
+    res = tc.restore(pack, dest, here)
+    assert res["restored"] is False and field in res["why"]
     assert not dest.exists()
     assert tc.restore(tmp_path / "missing.tar.xz", dest, here)["restored"] is False
+
+
+def test_source_digest_follows_the_kernels(tmp_path):
+    for rel in ("kernels/a.py", "fused_rnn/dispatch.py", "fused_rnn/other.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x = 1\n")
+    d0 = tc.source_digest(tmp_path)
+    (tmp_path / "fused_rnn/other.py").write_text("x = 2\n")
+    assert tc.source_digest(tmp_path) == d0  # not a file the keys or the configs come from
+    (tmp_path / "kernels/a.py").write_text("x = 2\n")
+    assert tc.source_digest(tmp_path) != d0
+
+
+def test_smoke_env_phase_survives_a_broken_carried_cache(tmp_path):
+    bad = tmp_path / "sm90.tar.xz"
+    bad.write_bytes(b"not an xz file")
+    out = tmp_path / "run"
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu_run.py"), "--smoke", "--phases", "env", "--out", str(out),
+         "--triton-cache", str(bad)],
+        env=_no_interpreter_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    env_rec = next(x for x in gpu_run.read_records(out) if x["phase"] == "env")
+    assert env_rec["carried_cache"]["restored"] is False and "restore failed" in env_rec["carried_cache"]["why"]
+
+
+def test_build_refuses_an_environment_that_enters_the_keys(built, tmp_path):
+    _tmp, recs, _build, _pack, _log = built
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu_run.py"), "--compile-records", str(recs), "--build-cache",
+         str(tmp_path / "x.tar.xz")],
+        env=_no_interpreter_env(TRITON_CACHE_DIR=str(tmp_path / "c"), TRITON_DEFAULT_FP_FUSION="0"),
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 2 and "TRITON_DEFAULT_FP_FUSION" in r.stdout, r.stdout + r.stderr
+    assert not (tmp_path / "x.tar.xz").exists()
 
 
 def test_pack_refuses_a_cache_over_the_limit(tmp_path, monkeypatch):
@@ -229,9 +280,16 @@ def test_pack_refuses_a_cache_over_the_limit(tmp_path, monkeypatch):
         (["--triton-cache", "/nonexistent/sm90.tar.xz", "--phases", "env"], "--triton-cache"),
         (["--build-cache", "--jobs", "0"], "--jobs"),
         (["--build-cache", "."], "--build-cache"),
+        (["--build-cache", "--cache-python", "NO_TRITON"], "cannot import triton"),
+        (["--compile-records", "r.json"], "--compile-records"),
     ],
 )
 def test_cache_options_fail_in_one_line(argv, says, tmp_path):
+    if "NO_TRITON" in argv:  # a Python without triton
+        fake = tmp_path / "python3.12"
+        fake.write_text("#!/bin/sh\nexit 1\n")
+        fake.chmod(0o755)
+        argv = [str(fake) if a == "NO_TRITON" else a for a in argv]
     r = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_run.py"), *argv, "--out", str(tmp_path / "o")],
                        capture_output=True, text=True, timeout=60, cwd=tmp_path)  # fmt: skip
     assert r.returncode == 2, r.stderr

@@ -14,26 +14,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import TINY
+from helpers import run_cli as run
 
 import fused_rnn.train as T
 from fused_rnn.cli import main
 from fused_rnn.train import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--hidden", "32", "--embed", "8", "--seq-len", "16", "--batch-size", "8", "--quiet"]
-
-
-@pytest.fixture
-def text_file(tmp_path: Path) -> Path:
-    p = tmp_path / "tiny.txt"
-    p.write_text("the quick brown fox jumps over the lazy dog.\n" * 60, encoding="utf-8")
-    return p
-
-
-def run(argv, capsys):
-    code = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def one_error_line(err: str) -> bool:
