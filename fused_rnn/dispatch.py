@@ -207,7 +207,8 @@ class KernelConfig:
 
 
 def padded(h: int) -> int:
-    return max(16, 1 << (h - 1).bit_length())
+    """The power of two (at least 16) a block of h covers. int(): under torch.jit.trace sizes are tensors."""
+    return max(16, 1 << (int(h) - 1).bit_length())
 
 
 def smem_limit(capability: tuple[int, int] | None) -> int:

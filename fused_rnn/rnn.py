@@ -169,6 +169,19 @@ class FusedRNN(nn.Module):
         replica._flat_weights_names = replica._flat_weights_names[:]
         return replica
 
+    def __prepare_scriptable__(self) -> nn.RNN:
+        """What ``torch.jit.script`` compiles in this module's place: an ``nn.RNN`` holding these very
+        Parameters (shared, not copied), so the scripted model runs the same math on PyTorch's own RNN
+        kernels and trains the same weights. TorchScript cannot compile the Python dispatch that picks the
+        kernels; ``torch.jit.trace`` can, and records the fused ``fused_rnn::scan`` op itself."""
+        rnn = nn.RNN(
+            self.input_size, self.hidden_size, self.num_layers, nonlinearity=self.nonlinearity, bias=self.bias,
+            batch_first=self.batch_first, dropout=self.dropout, bidirectional=self.bidirectional, device="meta",
+        )  # fmt: skip
+        for name in self._flat_weights_names:
+            setattr(rnn, name, getattr(self, name))  # nn.RNNBase keeps _flat_weights in step
+        return rnn.train(self.training)
+
     def extra_repr(self) -> str:
         """nn.RNN's text (which leaves out nonlinearity, as nn.RNN's does), then backend where not "auto"."""
         s = nn.RNNBase.extra_repr(self)

@@ -326,6 +326,51 @@ def test_dynamo_refuses_nn_rnn_subclasses_and_compiles_fused_rnn():
     assert rel_err(out, model(x)[0]) <= TOL["fp32"]["fwd"]
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_jit_trace_records_the_model_and_runs_other_shapes(backend, device, tmp_path):
+    """torch.jit.trace (and so its save / load) works as on nn.RNN: the trace runs other T and B, with gradients."""
+    ref, model = _pair(backend, device, num_layers=2, bidirectional=True)
+    traced = torch.jit.trace(model, torch.randn(3, 2, 3, device=device), check_trace=False)
+    x = torch.randn(6, 5, 3, device=device, requires_grad=True)
+    out, hn = traced(x)
+    want, want_hn = ref(x)
+    assert rel_err(out, want) <= TOL["fp32"]["fwd"] and rel_err(hn, want_hn) <= TOL["fp32"]["fwd"]
+    grads = torch.autograd.grad(out.sum() + hn.sum(), [x, *traced.parameters()])
+    ref_grads = torch.autograd.grad(want.sum() + want_hn.sum(), [x, *ref.parameters()])
+    assert all(rel_err(g, r) <= TOL["fp32"]["bwd"] for g, r in zip(grads, ref_grads, strict=True))
+    if backend == "triton":  # the fused op itself is in the graph
+        assert "fused_rnn::scan" in str(traced.graph)
+    torch.jit.save(traced, tmp_path / "m.pt")
+    loaded = torch.jit.load(tmp_path / "m.pt", map_location=device)
+    assert torch.equal(loaded(x)[0], out)
+
+
+def test_jit_script_compiles_nn_rnn_on_the_same_parameters(device):
+    """torch.jit.script: TorchScript cannot compile the Python dispatch, so it scripts nn.RNN on the very same
+    Parameters (shared: training the scripted model trains this one), inside a larger module too."""
+    ref, model = _pair("auto", device, num_layers=2, nonlinearity="relu", batch_first=True)
+
+    class Net(nn.Module):
+        def __init__(self, rnn):
+            super().__init__()
+            self.rnn = rnn
+            self.head = nn.Linear(5, 2)
+
+        def forward(self, x):
+            return self.head(self.rnn(x)[0])
+
+    net = Net(model).to(device)
+    scripted = torch.jit.script(net)
+    x = torch.randn(4, 7, 3, device=device)
+    assert rel_err(scripted(x), net.head(ref(x)[0])) <= TOL["fp32"]["fwd"]
+    assert all(a is b for a, b in zip(scripted.rnn.parameters(), model.parameters(), strict=True))
+    with torch.no_grad():
+        model.weight_hh_l1.mul_(0.5)  # one set of weights: the change shows through the scripted module
+        ref.weight_hh_l1.mul_(0.5)
+    assert rel_err(scripted(x), net.head(ref(x)[0])) <= TOL["fp32"]["fwd"]
+    assert scripted.rnn.original_name == "RNN" and scripted.training == net.training
+
+
 @pytest.mark.parametrize("kind", ["batched", "unbatched", "packed"])
 def test_pytorch_path_is_nn_rnns_own_bit_for_bit(kind, device):
     """backend="torch" (and "auto" wherever the kernels do not run) calls aten::rnn_tanh / rnn_relu as nn.RNN does:
