@@ -45,37 +45,26 @@ def _on_sigterm(signum, frame) -> None:
     raise Terminated
 
 
-def seed(text: str) -> int:
-    """argparse type: an integer seed in [0, 2**63)."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if not 0 <= v < SEED_LIMIT:
-        raise argparse.ArgumentTypeError(f"must lie in [0, 2**63), got {text}")
-    return v
+def _int_type(name: str, ok, want: str, doc: str):
+    """An argparse type: an integer for which ok(v) holds, else "`want`, got TEXT" (one line, exit 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not ok(v):
+            raise argparse.ArgumentTypeError(f"{want}, got {text}")
+        return v
+
+    parse.__name__ = parse.__qualname__ = name
+    parse.__doc__ = f"argparse type: {doc}."
+    return parse
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return v
-
-
-def count(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {text}")
-    return v
+seed = _int_type("seed", lambda v: 0 <= v < SEED_LIMIT, "must lie in [0, 2**63)", "an integer seed in [0, 2**63)")
+positive_int = _int_type("positive_int", lambda v: v >= 1, "must be at least 1", "an integer >= 1")
+count = _int_type("count", lambda v: v >= 0, "must be at least 0", "an integer >= 0")
 
 
 def positive_float(text: str) -> float:

@@ -56,10 +56,22 @@ def test_train_into_a_checkpoint_refuses_without_resume_and_force_replaces(text_
     assert ck["step"] == 2 and ck["config"]["seed"] == 5
 
 
+def _popen(argv: list[str]) -> subprocess.Popen:
+    """Start a command as a user's shell would, with Ctrl-C's default action: a shell that runs this suite in
+    the background (`pytest &` in a script) passes SIGINT on ignored, and Python keeps an ignored SIGINT."""
+
+    def default_sigint():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    return subprocess.Popen(
+        argv, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint
+    )
+
+
 def _start_training(tmp_path, text_file, out, *extra):
     argv = [sys.executable, "-m", "fused_rnn", "train", "--text", str(text_file), "--steps", "1000000"]
     argv += ["--eval-every", "3", "--out", str(out), "--device", "cpu", *TINY[:-1], *extra]
-    return subprocess.Popen(argv, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), argv
+    return _popen(argv), argv
 
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -416,7 +428,7 @@ def test_bench_bad_options_exit_2_in_one_line_before_running(args, match, tmp_pa
 def test_bench_interrupt_writes_the_points_measured(tmp_path):
     argv = [sys.executable, "-m", "fused_rnn", "bench", "--device", "cpu", "--no-plot", "--out", str(tmp_path)]
     argv += ["--B", "4", "--T", "8", "--H", "16,32,48,64,80,96"]
-    proc = subprocess.Popen(argv, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = _popen(argv)
     try:
         first = proc.stdout.readline()
         assert re.match(r"\[1/\d+ ETA \d+(m\d\ds|s)\] \[ieee\] recurrence", first), first + proc.stderr.read()
