@@ -182,18 +182,21 @@ def test_restored_cache_turns_every_jit_compile_into_a_hit(built, records, tmp_p
     assert counts == dict(counts, built=0, hits=kernels, failed=[]), counts
 
 
-def test_smoke_env_phase_restores_a_carried_cache(built, tmp_path):
-    """gpu_run's env phase restores --triton-cache into the run's TRITON_CACHE_DIR and says so."""
-    _tmp, _recs, _build, pack, _log = built
-    out = tmp_path / "run"
+def _env_phase_carrying(pack: Path, out: Path) -> dict:
+    """gpu_run's env phase (smoke) with --triton-cache PACK: what its record says of the carried cache."""
     r = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "gpu_run.py"), "--smoke", "--phases", "env", "--out", str(out),
          "--triton-cache", str(pack)],
         env=_no_interpreter_env(), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    env_rec = next(x for x in gpu_run.read_records(out) if x["phase"] == "env")
-    carried = env_rec["carried_cache"]
+    return next(x for x in gpu_run.read_records(out) if x["phase"] == "env")["carried_cache"]
+
+
+def test_smoke_env_phase_restores_a_carried_cache(built, tmp_path):
+    """gpu_run's env phase restores --triton-cache into the run's TRITON_CACHE_DIR and says so."""
+    _tmp, _recs, _build, pack, _log = built
+    carried = _env_phase_carrying(pack, tmp_path / "run")
     assert carried["restored"] is True and carried["kernels"] == tc.read_identity(pack)["kernels"], carried
     assert not Path(carried["dir"]).is_relative_to(ROOT)
 
@@ -243,15 +246,8 @@ def test_source_digest_follows_the_kernels(tmp_path):
 def test_smoke_env_phase_survives_a_broken_carried_cache(tmp_path):
     bad = tmp_path / "sm90.tar.xz"
     bad.write_bytes(b"not an xz file")
-    out = tmp_path / "run"
-    r = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "gpu_run.py"), "--smoke", "--phases", "env", "--out", str(out),
-         "--triton-cache", str(bad)],
-        env=_no_interpreter_env(), capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    env_rec = next(x for x in gpu_run.read_records(out) if x["phase"] == "env")
-    assert env_rec["carried_cache"]["restored"] is False and "restore failed" in env_rec["carried_cache"]["why"]
+    carried = _env_phase_carrying(bad, tmp_path / "run")
+    assert carried["restored"] is False and "restore failed" in carried["why"]
 
 
 def test_build_refuses_an_environment_that_enters_the_keys(built, tmp_path):
