@@ -1289,7 +1289,8 @@ def main(argv: list[str] | None = None) -> int:
             ap.error("--compile-records: needs --build-cache FILE")
         return compile_child(args.compile_records, args.build_cache, args.jobs)
     if args.build_cache is not None:
-        target = args.build_cache if isinstance(args.build_cache, Path) else args.triton_cache or _default_cache()
+        target = args.build_cache if isinstance(args.build_cache, Path) else args.triton_cache
+        target = target or _triton_cache().DEFAULT_FILE
         if target.is_dir():
             ap.error(f"--build-cache: {target} is a folder; name the file to write (e.g. {target / 'sm90.tar.xz'})")
         if not shutil.which(args.cache_python) and not Path(args.cache_python).is_file():
@@ -1316,13 +1317,9 @@ def main(argv: list[str] | None = None) -> int:
     carried = args.triton_cache
     if carried is not None and not carried.is_file():
         ap.error(f"--triton-cache: {carried} is not a file")
-    if carried is None and _default_cache().is_file() and not args.smoke:
-        carried = _default_cache()
+    if carried is None and _triton_cache().DEFAULT_FILE.is_file() and not args.smoke:
+        carried = _triton_cache().DEFAULT_FILE
     return drive(args.out, args.smoke, budget, phases, carried.resolve() if carried else None)
-
-
-def _default_cache() -> Path:
-    return ROOT / ".triton-cache" / "sm90.tar.xz"
 
 
 if __name__ == "__main__":

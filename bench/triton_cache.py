@@ -44,12 +44,12 @@ from pathlib import Path
 #: the compressed cache travels with the tree (ignored by git): at most this size
 MAX_BYTES = 10 * 1024 * 1024
 #: where `gpu_run.py --build-cache` writes it, and where the GPU run looks for it
-DEFAULT_FILE = Path(__file__).resolve().parents[1] / ".triton-cache" / "sm90.tar.xz"
+DEFAULT_FILE = Path(__file__).resolve().parents[1] / ".triton-cache" / "sm90.tar.xz"  # in the repository root
 #: a recorded kernel runs in the interpreter when B * H is at most this (generation reads its tokens back)
 EXECUTE_MAX_BH = 64 * 128
 #: the identity fields that must match for the carried cache to be used
 IDENTITY_KEYS = ("triton", "triton_key", "ptxas", "env_vars", "source")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = DEFAULT_FILE.parents[1]
 #: the files whose contents decide the kernels' cache keys (kernels/) and which configs launch (the dispatcher)
 SOURCE_FILES = ("kernels/*.py", "fused_rnn/dispatch.py")
 

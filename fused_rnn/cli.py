@@ -45,14 +45,16 @@ def _on_sigterm(signum, frame) -> None:
     raise Terminated
 
 
-def _int_type(name: str, ok, want: str, doc: str):
-    """An argparse type: an integer for which ok(v) holds, else "`want`, got TEXT" (one line, exit 2)."""
+def _number_type(name: str, cast, ok, want: str, doc: str):
+    """An argparse type: cast(text) (int or float) for which ok(v) holds, else "`want`, got TEXT" (one line,
+    exit 2)."""
+    noun = "an integer" if cast is int else "a number"
 
-    def parse(text: str) -> int:
+    def parse(text: str):
         try:
-            v = int(text)
+            v = cast(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
         if not ok(v):
             raise argparse.ArgumentTypeError(f"{want}, got {text}")
         return v
@@ -62,42 +64,22 @@ def _int_type(name: str, ok, want: str, doc: str):
     return parse
 
 
-seed = _int_type("seed", lambda v: 0 <= v < SEED_LIMIT, "must lie in [0, 2**63)", "an integer seed in [0, 2**63)")
-positive_int = _int_type("positive_int", lambda v: v >= 1, "must be at least 1", "an integer >= 1")
-count = _int_type("count", lambda v: v >= 0, "must be at least 0", "an integer >= 0")
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(v) and v > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
-    return v
-
-
-def temperature(text: str) -> float:
-    """argparse type: a finite number >= 0 (0: greedy)."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(v) and v >= 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number of at least 0 (0: greedy), got {text}")
-    return v
-
-
-def fraction(text: str) -> float:
-    """argparse type: a number strictly between 0 and 1."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < v < 1:
-        raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1, got {text}")
-    return v
+seed = _number_type(
+    "seed", int, lambda v: 0 <= v < SEED_LIMIT, "must lie in [0, 2**63)", "an integer seed in [0, 2**63)"
+)
+positive_int = _number_type("positive_int", int, lambda v: v >= 1, "must be at least 1", "an integer >= 1")
+count = _number_type("count", int, lambda v: v >= 0, "must be at least 0", "an integer >= 0")
+positive_float = _number_type(
+    "positive_float", float, lambda v: math.isfinite(v) and v > 0, "must be a finite number above 0",
+    "a finite number > 0",
+)  # fmt: skip
+temperature = _number_type(
+    "temperature", float, lambda v: math.isfinite(v) and v >= 0,
+    "must be a finite number of at least 0 (0: greedy)", "a finite number >= 0 (0: greedy)",
+)  # fmt: skip
+fraction = _number_type(
+    "fraction", float, lambda v: 0 < v < 1, "must lie strictly between 0 and 1", "a number strictly between 0 and 1"
+)
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
