@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
 import os
 import shlex
@@ -180,10 +179,11 @@ def _add_inspect_parser(sub) -> None:
     """`fused-rnn inspect`: the options of `fused_rnn.inspector.inspect_checkpoint`."""
     p = sub.add_parser(
         "inspect",
-        help="figures of a checkpoint's insides: DIR/index.html, PNGs, inspect.json",
-        description="Run a text through a checkpoint and write DIR/index.html with its PNG figures and "
-        "DIR/inspect.json: the cell, the unrolled graph, the hidden state, per-character surprisal "
-        "and memory through time (needs matplotlib).",
+        help="a checkpoint's insides as one interactive offline page: DIR/index.html",
+        description="Run a text through a checkpoint and write DIR/index.html: one self-contained page (no "
+        "network, no server) to explore the model with its own numbers: a character inspector, a neuron picker, "
+        "the cell step by step, memory on hover, select and match, saturation, a state map, the step-0 weights "
+        "and a what-if box. --json and --png add the numbers and the static figures.",
     )
     p.add_argument("--checkpoint", required=True, metavar="PATH", help="a checkpoint.pt written by train")
     src = p.add_mutually_exclusive_group()
@@ -200,8 +200,10 @@ def _add_inspect_parser(sub) -> None:
         metavar="N",
         help="use the first N characters (the last N of the default text) (%(default)s)",
     )
-    p.add_argument("--out", required=True, metavar="DIR", help="index.html, the PNGs and inspect.json go here")
+    p.add_argument("--out", required=True, metavar="DIR", help="index.html (and inspect.json, the PNGs) go here")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA if present")
+    p.add_argument("--json", action="store_true", help="also write DIR/inspect.json, the numbers behind the page")
+    p.add_argument("--png", action="store_true", help="also write the static PNG figures (needs matplotlib)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -314,15 +316,13 @@ def _demo_report(cfg: TrainConfig) -> str:
     """`fused-rnn inspect` on the demo's checkpoint and the last 2,000 characters of its (held-out) text."""
     ckpt = Path(cfg.out) / "checkpoint.pt"
     out = Path(cfg.out) / "inspect"
-    if importlib.util.find_spec("matplotlib") is None:
-        return (
-            'inspect: skipped, matplotlib is not installed; pip install "fused_rnn[plot]", then '
-            f"fused-rnn inspect --checkpoint {ckpt} --out {out}"
-        )
     from .inspector import held_out_text, inspect_checkpoint
 
     inspect_checkpoint(ckpt, held_out_text(ckpt, 2000), out, device=cfg.device)
-    return f"inspect: the model's insides on 2,000 held-out characters: open {out / 'index.html'} in a browser"
+    return (
+        f"inspect: the model's insides on 2,000 held-out characters, one interactive page: open "
+        f"{out / 'index.html'} in a browser (offline)"
+    )
 
 
 def _memory_error(exc: BaseException) -> str | None:
@@ -379,7 +379,18 @@ def _main(argv: list[str]) -> int:
         if ns.command == "inspect":
             from .inspector import inspect_command
 
-            print(inspect_command(ns.checkpoint, ns.text, ns.prime, ns.length, ns.out, ns.device))
+            print(
+                inspect_command(
+                    ns.checkpoint,
+                    ns.text,
+                    ns.prime,
+                    ns.length,
+                    ns.out,
+                    ns.device,
+                    write_json=ns.json,
+                    write_png=ns.png,
+                )
+            )
             return 0
         cfg = _train_config(ns)
         from .train import train

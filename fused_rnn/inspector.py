@@ -1,21 +1,20 @@
 """`fused-rnn inspect`: what lies beneath a trained character RNN.
 
-Runs a text through a checkpoint's `FusedCharRNN` and writes, into one folder,
-``index.html`` (a page with no scripts, no external files and no network), the
-PNG figures it shows, and ``inspect.json`` with the numbers behind every figure:
+Runs a text through a checkpoint's `FusedCharRNN` and writes ``index.html``: one self-contained, interactive page
+(`fused_rnn.inspect_page`: data, script and styles inline; it opens from ``file://`` offline) where a reader hovers
+and clicks through the model's own numbers:
 
-1. ``cell.png``: the cell from the checkpoint's real sizes, two fully connected
-   layers and an add, each layer labelled with its parameter count.
-2. ``unrolled.png``: the cell unrolled over the first characters, each h_t
-   coloured by its norm.
-3. ``hidden.png`` and ``units.png``: the hidden state (H units x characters),
-   units ordered by hierarchical clustering of their correlations, and the
-   units that track simple character classes best (by correlation).
-4. The text coloured by surprisal, -log p(char), on the page; hovering over a
-   character shows the model's top-3 guesses. ``surprisal.png`` plots it.
-5. ``gradients.png``: ||d log p(c_{s+1}) / d h_{s-k}|| against the distance k,
-   through autograd on the fused recurrence (Triton kernels on GPU, the torch
-   path on CPU); ``eigenvalues.png``: the eigenvalues of W_h and the unit circle.
+1. a character inspector (h_t as a colour grid, ||h_t||, surprisal, the top-5 next characters);
+2. a neuron picker (the whole text coloured by one unit; a sortable table of every unit);
+3. the cell step by step (e, relu(W_in e + b_in), + h_{t-1}, W_h(.) + b_h, tanh, W_out, softmax) with real
+   vectors, and the unrolled graph around it;
+4. memory on hover: the previous <= 64 characters coloured by ||d log p(c_{t+1}) / d h_{t-k}||;
+5. select and match (as LSTMVis): the units on throughout a span, and the other spans where they are on;
+6. saturation per unit; 7. a PCA state map with nearest states; 8. the step-0 weights; 9. what-if on typed text.
+
+Options: ``inspect.json`` (the numbers behind the page) and the PNG figures of earlier versions:
+cell, unrolled, hidden, units, surprisal, gradients (the mean memory curve through autograd on the fused
+recurrence) and eigenvalues (of W_h).
 
 Positions: the text is c_0 .. c_{N-1}; h_t is the state after reading c_t
 (h_{-1} = 0), and the output at t predicts c_{t+1}.
@@ -24,7 +23,6 @@ Positions: the text is c_0 .. c_{N-1}; h_t is the state after reading c_t
 from __future__ import annotations
 
 import functools
-import html
 import json
 import math
 import time
@@ -38,7 +36,7 @@ from .data import DataError, load_text
 from .files import atomic_save, atomic_write, check_dir, ensure_dir
 from .models import FusedCharRNN
 from .ops import fused_recurrence
-from .train import load_checkpoint, model_from_checkpoint, planned_backend, resolve_device
+from .train import CheckpointError, load_checkpoint, model_from_checkpoint, planned_backend, resolve_device
 
 #: What the error line says when matplotlib is missing.
 PLOT_HINT = 'inspect needs matplotlib: pip install "fused_rnn[plot]"'
@@ -549,129 +547,6 @@ def plot_eigenvalues(Figure: type, path: Path, eig: np.ndarray) -> None:
     atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=DPI, format="png"))
 
 
-_PAGE_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:1.5em auto;max-width:1250px;padding:0 1em;
-color:#222;line-height:1.45}
-h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.8em;border-bottom:1px solid #ddd}
-img{max-width:100%;height:auto;border:1px solid #eee}
-.row{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}.row img{max-width:48%}
-.text{font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:13px;white-space:pre-wrap;
-word-break:break-all;border:1px solid #ddd;padding:.6em;background:#fff;line-height:1.6}
-.text span{border-radius:2px}.text span:hover{outline:1px solid #000}
-.nl{color:#999}.first{color:#888}
-table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ddd;padding:.25em .5em;text-align:left}
-td.num{text-align:right;font-variant-numeric:tabular-nums}
-.snip{font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:12px;white-space:pre-wrap;
-word-break:break-all;min-width:24em}.wide{overflow-x:auto}
-.legend span{display:inline-block;width:2.2em;text-align:center;font-size:.8em}
-code{background:#f4f4f4;padding:0 .2em}
-"""
-
-
-def _span(c: str, bg: str, title: str, cls: str = "", light: bool = False) -> str:
-    """One character on a coloured background, with a hover text; a newline shows as ⏎ and still breaks."""
-    shown = "⏎\n" if c == "\n" else c
-    cl = f' class="{cls}"' if cls else ""
-    fg = ";color:#fff" if light else ""
-    tip = html.escape(title, quote=True)
-    return f'<span{cl} style="background:{bg}{fg}" title="{tip}">{html.escape(shown)}</span>'
-
-
-def _q(c: str) -> str:
-    return repr(c) if c in "\n\t\r" or not c.isprintable() else f"'{c}'"
-
-
-def write_page(path: Path, data: dict, text: str, hs_window: np.ndarray) -> None:
-    """index.html: the figures (PNG files beside it), the coloured text and the unit table; no scripts."""
-    import matplotlib as mpl
-
-    heat = mpl.colormaps["YlOrRd"]
-    cap = math.log(data["vocab_size"])
-    sur, top = data["surprisal"], data["top3"]
-    parts = [_span(text[0], "#f4f4f4", "first character: nothing predicts it", "first")]
-    for i, s in enumerate(sur):
-        c = text[i + 1]
-        guesses = ", ".join(f"{_q(g)} {p:.1%}" for g, p in top[i])
-        tip = f"{_q(c)}: {s:.3f} nats (p = {math.exp(-s):.3f})\ntop-3 guesses: {guesses}"
-        parts.append(_span(c, _hex(heat(0.78 * min(s / cap, 1.0))), tip, "nl" if c == "\n" else ""))
-    legend = "".join(
-        f'<span style="background:{_hex(heat(0.78 * f))}">{f * cap:.1f}</span>' for f in np.linspace(0, 1, 6)
-    )
-    div = mpl.colormaps["RdBu_r"]
-    wtext = text[: hs_window.shape[0]]
-    rows = []
-    for m in data["units"]:
-        u = m["unit"]
-        snip = "".join(
-            _span(
-                c,
-                _hex(div((hs_window[t, u] + 1) / 2)),
-                f"h[{u}] = {hs_window[t, u]:+.3f}",
-                light=abs(hs_window[t, u]) > 0.6,
-            )
-            for t, c in enumerate(wtext)
-        ).replace("⏎\n", "⏎")
-        rows.append(
-            f"<tr><td class=num>{u}</td><td>{html.escape(m['class'])}</td><td>{html.escape(CLASS_DOC[m['class']])}"
-            f"</td><td class=num>{m['correlation']:+.3f}</td><td class=snip>{snip}</td></tr>"
-        )
-    g = data["grad_norms"]
-    picks = [k for k in (0, 1, 2, 5, 10, 20, 50, 100) if k < len(g)]
-    gtxt = ", ".join(f"k = {k}: {g[k]:.3g}" for k in picks)
-    s = data["summary"]
-    doc = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<link rel="icon" href="data:,">
-<title>fused-rnn inspect: {html.escape(data["checkpoint"])}</title><style>{_PAGE_CSS}</style></head><body>
-<h1>What lies beneath: {html.escape(data["checkpoint"])}</h1>
-<p>Step {data["step"]} of training; V = {data["vocab_size"]} characters, n_fac = {data["n_fac"]}, H =
-{data["n_hidden"]}, {sum(data["params"].values()):,} parameters. {data["length"]} characters of text, run on
-{html.escape(data["device"])} ({html.escape(data["backend"])} recurrence): mean surprisal {s["mean_nats"]:.3f} nats
-per character ({s["bits_per_char"]:.3f} bits). Every number behind these figures is in
-<a href="inspect.json">inspect.json</a>.</p>
-{f'<p class="note"><b>Note:</b> {html.escape(data["source"])}.</p>' if data.get("source") else ""}
-
-<h2>1. The cell: two fully connected layers and an add</h2>
-<p>Each character is looked up in <code>e</code>, passed through <code>l_in</code> and a relu, added to the previous
-hidden state, and the sum goes through <code>l_hidden</code> and a tanh. <code>l_out</code> reads the new state and
-scores every character of the vocabulary.</p>
-<img src="cell.png" alt="the cell: e, l_in, relu, add h_(t-1), l_hidden, tanh, l_out, with parameter counts">
-
-<h2>2. Unrolled over the first {len(data["unrolled"]["chars"])} characters</h2>
-<p>The same cell, once per character, the state flowing left to right. Each <i>h<sub>t</sub></i> node is coloured
-by its norm; the top box is the model's likeliest next character and the probability it gave the one that came.</p>
-<img src="unrolled.png" alt="the unrolled graph over the first characters">
-
-<h2>3. The hidden state</h2>
-<p>All {data["n_hidden"]} units over the first {len(wtext)} characters, ordered by hierarchical clustering (average
-linkage on 1 − correlation over the whole text), so that units that move together sit together. Units that follow a
-simple character class best (Pearson correlation over all {data["length"]} characters):</p>
-<div class="wide"><table><tr><th>unit</th><th>class</th><th>meaning</th><th>r</th>
-<th>activation over the first characters (blue −1, red +1)</th></tr>
-{"".join(rows)}</table></div>
-<img src="hidden.png" alt="heatmap of the hidden state, units by characters">
-<img src="units.png" alt="the picked units' activations against their classes">
-
-<h2>4. Surprisal: −log p(character)</h2>
-<p>Each character coloured by how surprised the model was to see it; hover over one for its surprisal and the model's
-top-3 guesses at that point. <span class="legend">{legend}</span> nats
-(the last colour: as surprised as a uniform guess over {data["vocab_size"]} characters or more).</p>
-<div class="text">{"".join(parts)}</div>
-<img src="surprisal.png" alt="surprisal per character">
-
-<h2>5. Memory through time</h2>
-<p>How much the prediction of a character depends on the state k characters earlier: the norm of
-∂ log p(c<sub>T+1</sub>) / ∂h<sub>T−k</sub>, through autograd on the fused recurrence, averaged over
-{data["grad_positions_count"]} positions ({gtxt}). The state's Jacobian is diag(1 − h²) W<sub>h</sub>, so with
-tanh saturating the gradient shrinks faster than the spectral radius of W<sub>h</sub>
-({data["spectral_radius"]:.3f}) alone would say.</p>
-<div class="row"><img src="gradients.png" alt="gradient norm against distance">
-<img src="eigenvalues.png" alt="eigenvalues of W_h and the unit circle"></div>
-</body></html>
-"""
-    atomic_write(path, doc)
-
-
 def inspect_checkpoint(
     checkpoint: str | Path,
     text: str,
@@ -684,36 +559,44 @@ def inspect_checkpoint(
     max_distance: int = 64,
     max_positions: int = 256,
     training_chars: int = 0,
+    write_json: bool = False,
+    write_png: bool = False,
 ) -> dict:
-    """Run the first `length` characters of `text` through `checkpoint`; write the page, PNGs and JSON.
+    """Run the first `length` characters of `text` through `checkpoint` and write ``index.html`` (and, if asked,
+    ``inspect.json`` and the PNG figures).
 
     Args:
         checkpoint: a checkpoint.pt written by `fused-rnn train`.
         text: the text itself (at least 2 characters, all in the checkpoint's vocabulary).
-        out_dir: created if missing; receives index.html, inspect.json and the PNGs.
+        out_dir: created if missing; receives index.html (and inspect.json, the PNGs).
         length: use text[:length].
         device: "auto" (CUDA if present), "cpu" or "cuda".
-        window: characters shown in the hidden-state figures.
-        unroll: characters in the unrolled graph.
+        window: characters of the PNG hidden-state figures and of ``hidden`` in the JSON.
+        unroll: characters in the unrolled graph (PNG and JSON).
         max_distance: the largest distance k of the gradient curve.
         max_positions: the most end positions the gradient curve averages over.
         training_chars: how many characters at the start of `text` the model was trained on (labelled so).
+        write_json: also write inspect.json.
+        write_png: also write the PNG figures (needs matplotlib).
 
     Returns:
-        The dict written to inspect.json. With N = len(text[:length]):
+        The dict inspect.json holds. With N = len(text[:length]):
         ``surprisal`` (N-1,) nats, surprisal[i] = -log p(c_{i+1} | c_0..c_i);
         ``top3`` (N-1, 3) of [char, p]; ``grad_norms`` (K+1,), index k = k steps back
         from the end state h_s, averaged over ``grad_positions`` s; ``spectral_radius``
         and ``eigenvalues`` (H, 2) [re, im] of W_h; ``hidden`` (the heatmap: values
         (H, W) in ``unit_order``); ``units`` (best unit per character class);
-        ``unit_class_correlation`` {class: (H,)}; ``unrolled``; ``params`` per layer.
+        ``unit_class_correlation`` {class: (H,)}; ``unrolled``; ``params`` per layer;
+        ``files``: what was written; ``page_bytes``: the size of index.html.
 
     Raises:
-        DataError: matplotlib missing, empty or too short text, unknown characters, bad sizes.
+        DataError: matplotlib missing (with write_png), empty or too short text, unknown characters, bad sizes.
         CheckpointError: a missing, foreign or damaged checkpoint.
     """
+    from . import inspect_page
+
     t_start = time.perf_counter()
-    Figure = _require_matplotlib()
+    Figure = _require_matplotlib() if write_png else None
     for name, val, lo in (
         ("--length", length, 2),
         ("window", window, 1),
@@ -727,6 +610,12 @@ def inspect_checkpoint(
         raise DataError("the text to inspect is empty")
     ckpt = load_checkpoint(checkpoint)
     model, vocab = model_from_checkpoint(ckpt, checkpoint)
+    initial = ckpt.get("initial_model")
+    if initial is not None and (
+        set(initial) != set(ckpt["model"])
+        or any(getattr(initial[k], "shape", None) != ckpt["model"][k].shape for k in ckpt["model"])
+    ):
+        raise CheckpointError(f"checkpoint: {checkpoint} is damaged: its step-0 weights do not fit its model")
     text = text[:length]
     missing = vocab.unknown(text)
     if missing:
@@ -771,6 +660,15 @@ def inspect_checkpoint(
     unorms = np.linalg.norm(hs[:un], axis=1)
     p_next = [float(np.exp(logp[t, tok[t + 1]])) if t + 1 < n else None for t in range(un)]
     params = layer_params(len(vocab), model.e.embedding_dim, h_size)
+    source = (
+        f"the first {min(training_chars, n):,} of these {n:,} characters are training text, not held out "
+        "(--length is longer than the held-out end)"
+        if training_chars
+        else None
+    )
+    summary = {"mean_nats": float(surprisal.mean()), "bits_per_char": float(surprisal.mean() / math.log(2))}
+    figures = list(FIGURES) if write_png else []
+    files = ["index.html", *(["inspect.json"] if write_json else []), *figures]
     data = {
         "checkpoint": str(checkpoint),
         "step": int(ckpt["step"]),
@@ -783,10 +681,7 @@ def inspect_checkpoint(
         "backend": backend,
         "length": n,
         "text": text,
-        "summary": {
-            "mean_nats": float(surprisal.mean()),
-            "bits_per_char": float(surprisal.mean() / math.log(2)),
-        },
+        "summary": summary,
         "surprisal": surprisal.tolist(),
         "top3": top3[: n - 1],
         "grad_norms": gnorms.mean(0).tolist(),
@@ -804,14 +699,11 @@ def inspect_checkpoint(
         "units": units,
         "unit_class_correlation": {k: np.round(v, 5).tolist() for k, v in corr.items()},
         "unrolled": {"chars": text[:un], "h_norms": unorms.tolist(), "p_next": p_next},
-        "figures": list(FIGURES),
+        "figures": figures,
+        "files": files,
+        "has_initial_weights": initial is not None,
         "training_chars": min(training_chars, n),
-        "source": (
-            f"the first {min(training_chars, n):,} of these {n:,} characters are training text, not held out "
-            "(--length is longer than the held-out end)"
-            if training_chars
-            else None
-        ),
+        "source": source,
         "notes": {
             "positions": "h_t is the state after reading c_t (h_{-1} = 0); the output at t predicts c_{t+1}",
             "surprisal": "surprisal[i] = -log p(c_{i+1} | c_0..c_i) in nats; top3[i] are the guesses for c_{i+1}",
@@ -821,16 +713,48 @@ def inspect_checkpoint(
         },
     }
 
-    plot_cell(Figure, out / "cell.png", len(vocab), model.e.embedding_dim, h_size)
-    plot_unrolled(Figure, out / "unrolled.png", text[:un], unorms, top3[:un], p_next)
-    plot_hidden(Figure, out / "hidden.png", text[:wn], hs[:wn], order, units)
-    plot_units(Figure, out / "units.png", text[:wn], hs[:wn], feats, units[:6])
-    plot_surprisal(Figure, out / "surprisal.png", surprisal, len(vocab))
-    plot_gradients(Figure, out / "gradients.png", gnorms)
-    plot_eigenvalues(Figure, out / "eigenvalues.png", eig)
-    write_page(out / "index.html", data, text, hs[:wn])
+    meta = {
+        "checkpoint": str(checkpoint),
+        "step": int(ckpt["step"]),
+        "N": n,
+        "H": h_size,
+        "V": len(vocab),
+        "E": model.e.embedding_dim,
+        "n_params": sum(params.values()),
+        "device": dev.type,
+        "backend": backend,
+        "spectral_radius": rho,
+        "source": source,
+        "training_chars": min(training_chars, n),
+        **summary,
+    }
+    payload = inspect_page.build_payload(
+        meta=meta,
+        vocab=vocab.chars,
+        tokens=tok,
+        hs=hs,
+        logp=logp,
+        features=feats,
+        feature_doc=CLASS_DOC,
+        unit_order=order,
+        grad_curve={k: data[f"grad_norms{s}"] for k, s in (("mean", ""), ("p10", "_p10"), ("p90", "_p90"))},
+        trained={k: v.detach().cpu() for k, v in model.state_dict().items()},
+        initial=initial,
+    )
+    page = inspect_page.render(payload)
+    atomic_write(out / "index.html", page)
+    data["page_bytes"] = len(page.encode("utf-8"))
+    if write_png:
+        plot_cell(Figure, out / "cell.png", len(vocab), model.e.embedding_dim, h_size)
+        plot_unrolled(Figure, out / "unrolled.png", text[:un], unorms, top3[:un], p_next)
+        plot_hidden(Figure, out / "hidden.png", text[:wn], hs[:wn], order, units)
+        plot_units(Figure, out / "units.png", text[:wn], hs[:wn], feats, units[:6])
+        plot_surprisal(Figure, out / "surprisal.png", surprisal, len(vocab))
+        plot_gradients(Figure, out / "gradients.png", gnorms)
+        plot_eigenvalues(Figure, out / "eigenvalues.png", eig)
     data["seconds"] = time.perf_counter() - t_start
-    atomic_write(out / "inspect.json", json.dumps(data, indent=1, ensure_ascii=False))
+    if write_json:
+        atomic_write(out / "inspect.json", json.dumps(data, indent=1, ensure_ascii=False))
     return data
 
 
@@ -850,11 +774,20 @@ def held_out_text(checkpoint: str | Path, length: int = DEFAULT_LENGTH) -> str:
 
 
 def inspect_command(
-    checkpoint: str, text_path: str | None, prime: str | None, length: int, out: str, device: str = "auto"
+    checkpoint: str,
+    text_path: str | None,
+    prime: str | None,
+    length: int,
+    out: str,
+    device: str = "auto",
+    *,
+    write_json: bool = False,
+    write_png: bool = False,
 ) -> str:
     """`fused-rnn inspect`: read --text FILE, or take --prime TEXT, or else the held-out end of the
     checkpoint's own training text; inspect, and return the report lines."""
-    _require_matplotlib()
+    if write_png:
+        _require_matplotlib()
     check_dir(out, "--out")  # before any work; created once the inputs are known to be good
     training = 0
     if text_path is not None:
@@ -863,14 +796,31 @@ def inspect_command(
         text = prime
     else:
         text, training = held_out_part(checkpoint, length)
-    data = inspect_checkpoint(checkpoint, text, out, length=length, device=device, training_chars=training)
+    data = inspect_checkpoint(
+        checkpoint,
+        text,
+        out,
+        length=length,
+        device=device,
+        training_chars=training,
+        write_json=write_json,
+        write_png=write_png,
+    )
     page = Path(out) / "index.html"
     best = ", ".join(f"u{m['unit']} {m['class']} r={m['correlation']:+.2f}" for m in data["units"][:3])
+    extra = [f for f in data["files"] if f != "index.html"]
+    also = f" (and {', '.join(extra[:1])}{' and ' + str(len(data['figures'])) + ' PNGs' if data['figures'] else ''})"
     return (
         f"inspected {data['length']} characters in {data['seconds']:.1f}s ({data['device']}, {data['backend']}): "
         f"{data['summary']['mean_nats']:.3f} nats/char, spectral radius of W_h {data['spectral_radius']:.3f}\n"
         f"units: {best}\n"
-        f"wrote {page} (and inspect.json and {len(data['figures'])} PNGs beside it)"
+        f"wrote {page}, one self-contained page ({data['page_bytes'] / 1e6:.2f} MB){also if extra else ''}: "
+        f"open it in a browser, offline"
+        + (
+            ""
+            if data["has_initial_weights"]
+            else "\nnote: this checkpoint has no step-0 weights; the page has no before-training view"
+        )
         + (f"\nnote: {data['source']}" if training else "")
     )
 

@@ -88,9 +88,13 @@ def _tensors(obj, prefix: str = ""):
 
 
 def payload_digest(ckpt: dict) -> str:
-    """sha256 over the checkpoint's tensors (model and optimizer): names, dtypes, shapes and bytes."""
+    """sha256 over the checkpoint's tensors (model, optimizer and the step-0 weights where kept): names, dtypes,
+    shapes and bytes. A checkpoint without step-0 weights digests as before they were kept."""
     h = hashlib.sha256()
-    for name, t in _tensors({"model": ckpt.get("model"), "optimizer": ckpt.get("optimizer")}):
+    parts = {"model": ckpt.get("model"), "optimizer": ckpt.get("optimizer")}
+    if ckpt.get("initial_model") is not None:
+        parts["initial_model"] = ckpt["initial_model"]
+    for name, t in _tensors(parts):
         t = t.detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
@@ -98,9 +102,20 @@ def payload_digest(ckpt: dict) -> str:
 
 
 def save_checkpoint(
-    path: Path, model: nn.Module, opt, vocab: Vocab, cfg: TrainConfig, step: int, history, text_sha256=None
+    path: Path,
+    model: nn.Module,
+    opt,
+    vocab: Vocab,
+    cfg: TrainConfig,
+    step: int,
+    history,
+    text_sha256=None,
+    initial: dict | None = None,
 ) -> None:
-    """Write the checkpoint atomically (a temp file, then os.replace): a crash leaves the last good one."""
+    """Write the checkpoint atomically (a temp file, then os.replace): a crash leaves the last good one.
+
+    `initial` is the model's state_dict at step 0 (what `fused-rnn inspect` compares the trained model with);
+    kept as "initial_model" when given."""
     ckpt = {
         "format": CHECKPOINT_FORMAT,
         "model": model.state_dict(),
@@ -111,6 +126,8 @@ def save_checkpoint(
         "history": history,
         "text_sha256": text_sha256,
     }
+    if initial is not None:
+        ckpt["initial_model"] = initial
     ckpt["digest"] = payload_digest(ckpt)
     atomic_save(path, lambda tmp: torch.save(ckpt, tmp))
 
@@ -160,6 +177,8 @@ def load_checkpoint(path: str | Path) -> dict:
     for key, kind in (("model", dict), ("vocab", str), ("config", dict), ("step", int)):
         if not isinstance(ckpt.get(key), kind):
             raise CheckpointError(f"checkpoint: {p} is damaged: its {key!r} entry is missing or malformed")
+    if "initial_model" in ckpt and not isinstance(ckpt["initial_model"], dict):
+        raise CheckpointError(f"checkpoint: {p} is damaged: its 'initial_model' entry is malformed")
     stored = ckpt.get("digest")
     if stored is not None:
         if not isinstance(stored, str) or payload_digest(ckpt) != stored:
@@ -505,6 +524,11 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
             raise CheckpointError(f"checkpoint: {ckpt_path} does not fit this model: {why}")
         model.load_state_dict(ckpt["model"])
         start, history = ckpt["step"], list(ckpt.get("history", []))
+    # the step-0 weights travel with every checkpoint of the run (an old checkpoint's run goes on without them)
+    if ckpt is None:
+        initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    else:
+        initial = ckpt.get("initial_model")
     model.to(device)
     objective = Objective(model, cfg.objective)
     runner = objective
@@ -581,7 +605,7 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
                     last.update(lr=cfg.lr, clip=cfg.clip)
                     history.append(last)
                     if rank == 0:
-                        save_checkpoint(ckpt_path, model, opt, vocab, cfg, done, history, sha)
+                        save_checkpoint(ckpt_path, model, opt, vocab, cfg, done, history, sha, initial)
                         metrics = dict(last, **info, threads=threads.describe(), history=history)
                         atomic_write(out / "metrics.json", json.dumps(metrics, indent=1))
                         if show:
@@ -592,7 +616,7 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
                     saved = done
                 if stop and done < cfg.steps:
                     if rank == 0 and saved != done:
-                        save_checkpoint(ckpt_path, model, opt, vocab, cfg, done, history, sha)
+                        save_checkpoint(ckpt_path, model, opt, vocab, cfg, done, history, sha, initial)
                     signum = signals.received or signal.SIGTERM
                     name = signal.Signals(signum).name
                     msg = f"{name}: stopped after step {done} of {cfg.steps}; saved {ckpt_path}"

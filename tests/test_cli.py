@@ -55,6 +55,38 @@ def test_resume_continues_the_step_count(text_file, tmp_path, capsys):
     assert not torch.equal(first["model"]["l_hidden.weight"], second["model"]["l_hidden.weight"])
 
 
+def test_checkpoints_keep_the_step0_weights_through_resume(text_file, tmp_path, capsys):
+    """Training keeps the weights it started from (inspect's before/after view), digested with the rest; a
+    resumed run keeps them; a checkpoint without them (older ones) resumes without them."""
+    from fused_rnn.train import build_model, payload_digest
+
+    out = tmp_path / "run"
+    base = ["train", "--text", text_file, "--eval-every", 5, "--out", out, "--seed", 3, *TINY]
+    assert run([*base, "--steps", 5], capsys)[0] == 0
+    first = load_checkpoint(out / "checkpoint.pt")
+    torch.manual_seed(3)
+    fresh = build_model("fused", len(first["vocab"]), 8, 32).state_dict()
+    assert set(first["initial_model"]) == set(fresh)
+    for k, v in fresh.items():
+        assert torch.equal(first["initial_model"][k], v), k
+        assert not torch.equal(first["model"][k], v), k  # five Adam steps moved every parameter
+    assert run([*base, "--steps", 10, "--resume"], capsys)[0] == 0
+    second = load_checkpoint(out / "checkpoint.pt")
+    assert all(torch.equal(second["initial_model"][k], v) for k, v in fresh.items())
+    # the digest covers them: a changed step-0 weight is a damaged checkpoint
+    d = torch.load(out / "checkpoint.pt", weights_only=True)
+    d["initial_model"]["l_hidden.bias"] += 1
+    torch.save(d, out / "checkpoint.pt")
+    code, _, err = run(["sample", "--checkpoint", out / "checkpoint.pt", "--length", 3], capsys)
+    assert code == 2 and "sha256 digest" in err
+    # an older checkpoint (no step-0 weights, its digest over model and optimizer only) loads and resumes
+    del d["initial_model"]
+    d["digest"] = payload_digest(d)
+    torch.save(d, out / "checkpoint.pt")
+    assert run([*base, "--steps", 12, "--resume"], capsys)[0] == 0
+    assert "initial_model" not in load_checkpoint(out / "checkpoint.pt")
+
+
 def test_seeded_sampling_is_repeatable(text_file, tmp_path, capsys):
     out = tmp_path / "run"
     assert run(["train", "--text", text_file, "--steps", 30, "--eval-every", 30, "--out", out, *TINY], capsys)[0] == 0

@@ -518,11 +518,16 @@ def test_inspect_draws_every_character_with_a_glyph_and_no_warnings(tmp_path, ca
     assert show_char("中") == "\\u4e2d" and show_char("🙂") == "\\U0001f642" and show_char("\0") == "\\x00"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        argv = ["inspect", "--checkpoint", ck, "--prime", text, "--out", tmp_path / "o", "--device", "cpu"]
+        argv = ["inspect", "--checkpoint", ck, "--prime", text, "--out", tmp_path / "o", "--device", "cpu", "--png"]
         code, _, err = run(argv, capsys)
     font = [str(w.message) for w in caught if "glyph" in str(w.message).lower() or "font" in str(w.message).lower()]
     assert font == []  # matplotlib's "Glyph ... missing from font(s)"
     assert code == 0, err
+    # the page carries the text whole: CR, NUL, CJK and astral characters decode to the very same text
+    from fused_rnn.inspect_page import decode_page
+
+    dec = decode_page((tmp_path / "o" / "index.html").read_text(encoding="utf-8"))
+    assert "".join(dec["payload"]["vocab"][i] for i in dec["tokens"]) == text
 
 
 def test_inspect_labels_training_text_past_the_held_out_end(tmp_path, capsys):
@@ -535,7 +540,7 @@ def test_inspect_labels_training_text_past_the_held_out_end(tmp_path, capsys):
     state["config"]["text"] = str(p)
     torch.save(state, ck)
     code, out, err = run(
-        ["inspect", "--checkpoint", ck, "--length", 100, "--out", tmp_path / "o", "--device", "cpu"], capsys
+        ["inspect", "--checkpoint", ck, "--length", 100, "--out", tmp_path / "o", "--device", "cpu", "--json"], capsys
     )
     assert code == 0, err
     assert "note: the first 35 of these 100 characters are training text" in out
