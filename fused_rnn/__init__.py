@@ -15,6 +15,8 @@ _LAZY = {
     "CharLoopModel": "reference",
     "FusedCharRNN": "models",
     "FusedRNN": "rnn",
+    "FusedLSTM": "rnn",
+    "FusedGRU": "rnn",
     "KernelConfig": "dispatch",
     "convert_rnns": "convert",
     "disable": "aten",
@@ -32,6 +34,8 @@ __all__ = [
     "CharLoopModel",
     "FusedCharRNN",
     "FusedRNN",
+    "FusedLSTM",
+    "FusedGRU",
     "KernelConfig",
     "convert_rnns",
     "disable",
@@ -52,7 +56,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .models import FusedCharRNN
     from .ops import fused_recurrence, rnn_scan
     from .reference import CharLoopModel, recurrence_reference, scan_reference
-    from .rnn import FusedRNN
+    from .rnn import FusedGRU, FusedLSTM, FusedRNN
 
 
 def __getattr__(name: str) -> Any:

@@ -1,4 +1,5 @@
-"""`convert_rnns`: swap every `torch.nn.RNN` of an existing model for a `FusedRNN` in one call."""
+"""`convert_rnns`: swap every `torch.nn.RNN`, `nn.LSTM` and `nn.GRU` of an existing model for a `FusedRNN`,
+`FusedLSTM` and `FusedGRU` in one call."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import warnings
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .rnn import FusedRNN
+from .rnn import FusedGRU, FusedLSTM, FusedRNN
+
+#: the nn classes converted (exactly these types) and what each becomes
+_FUSED = {nn.RNN: FusedRNN, nn.LSTM: FusedLSTM, nn.GRU: FusedGRU}
 
 #: per-module state that follows an nn.RNN into its FusedRNN: hooks (weight_norm's pre-hook among them)
 _HOOK_DICTS = (
@@ -26,19 +30,20 @@ _HOOK_DICTS = (
 
 
 def convert_rnns(module: nn.Module, backend: str = "auto") -> nn.Module:
-    """Replace every ``torch.nn.RNN`` inside `module`, `module` itself included, with a `FusedRNN`.
+    """Replace every ``torch.nn.RNN``, ``nn.LSTM`` and ``nn.GRU`` inside `module`, `module` itself included, with
+    a `FusedRNN`, `FusedLSTM` and `FusedGRU`.
 
     ``torch.nn.SyncBatchNorm.convert_sync_batchnorm``'s convention: children are replaced in
     place and the converted module is returned, so convert the root with
-    ``model = fused_rnn.convert_rnns(model)``. Each FusedRNN holds the very same Parameter
+    ``model = fused_rnn.convert_rnns(model)``. Each converted module holds the very same Parameter
     objects (so the same device, dtype, requires_grad and values), buffers and hooks
-    (``torch.nn.utils.weight_norm`` keeps working), and the same training mode. An nn.RNN
-    reached twice (a shared submodule) becomes one FusedRNN reached twice.
+    (``torch.nn.utils.weight_norm`` keeps working), and the same training mode. A module
+    reached twice (a shared submodule) becomes one fused module reached twice.
 
-    Only modules whose type is exactly ``nn.RNN`` are converted: ``nn.LSTM``, ``nn.GRU`` and
-    subclasses of nn.RNN (whose own code FusedRNN would drop) are left as they are, and so is
-    an nn.RNN with parametrizations (``torch.nn.utils.parametrize``), with a warning: convert
-    first, then register parametrizations on the FusedRNN.
+    Only modules whose type is exactly ``nn.RNN``, ``nn.LSTM`` or ``nn.GRU`` are converted:
+    subclasses (whose own code the fused module would drop) are left as they are, and so is
+    one with parametrizations (``torch.nn.utils.parametrize``), with a warning: convert
+    first, then register parametrizations on the fused module.
 
     Optimizer state is the caller's business: the parameters are the same objects, so an
     optimizer built before the conversion still steps them, but anything else keyed by the old
@@ -46,11 +51,20 @@ def convert_rnns(module: nn.Module, backend: str = "auto") -> nn.Module:
 
     Args:
         module: any module.
-        backend: the converted modules' `FusedRNN` backend ("auto", "triton" or "torch").
+        backend: the converted modules' backend ("auto", "triton" or "torch"). FusedLSTM and FusedGRU have
+            no kernels yet: with "triton" they get "auto" (PyTorch's own op), with a warning.
 
     Returns:
-        `module` with its nn.RNNs replaced, or a new FusedRNN when `module` is an nn.RNN.
+        `module` with its recurrent modules replaced, or a new fused module when `module` is one.
     """
+    gated = sorted({type(m).__name__ for m in module.modules() if type(m) in (nn.LSTM, nn.GRU)})
+    if backend == "triton" and gated:
+        warnings.warn(
+            f"fused_rnn.convert_rnns: backend='triton' is not available for {' and '.join('Fused' + g for g in gated)} "
+            "yet (their kernels are not built): they get backend='auto' and run PyTorch's own op; the nn.RNNs get "
+            "'triton'",
+            stacklevel=2,
+        )
     return _convert(module, backend, {})
 
 
@@ -58,12 +72,14 @@ def _convert(module: nn.Module, backend: str, done: dict[int, nn.Module]) -> nn.
     if id(module) in done:
         return done[id(module)]
     out = module
-    if type(module) is nn.RNN:
+    kind = type(module)
+    if kind in _FUSED:
         out = _from_nn_rnn(module, backend)
-    elif isinstance(module, nn.RNN) and parametrize.is_parametrized(module):
+    elif isinstance(module, tuple(_FUSED)) and parametrize.is_parametrized(module):
+        base = next(c for c in _FUSED if isinstance(module, c))  # parametrize made a subclass of it
         warnings.warn(
-            f"fused_rnn.convert_rnns: {type(module).__name__} has parametrizations and was left as an nn.RNN; "
-            "convert the model first, then register parametrizations on the FusedRNN",
+            f"fused_rnn.convert_rnns: {kind.__name__} has parametrizations and was left as an nn.{base.__name__}; "
+            f"convert the model first, then register parametrizations on the {_FUSED[base].__name__}",
             stacklevel=3,
         )
     done[id(module)] = out
@@ -72,13 +88,18 @@ def _convert(module: nn.Module, backend: str, done: dict[int, nn.Module]) -> nn.
     return out
 
 
-def _from_nn_rnn(rnn: nn.RNN, backend: str) -> FusedRNN:
-    """A FusedRNN holding rnn's parameters, buffers, other weight attributes, hooks and training mode."""
+def _from_nn_rnn(rnn: nn.RNNBase, backend: str) -> nn.Module:
+    """The fused module holding rnn's parameters, buffers, other weight attributes, hooks and training mode."""
+    kw = {"nonlinearity": rnn.nonlinearity} if type(rnn) is nn.RNN else {}
+    if rnn.proj_size:
+        kw["proj_size"] = rnn.proj_size
+    if type(rnn) is not nn.RNN and backend == "triton":
+        backend = "auto"  # convert_rnns said so once
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # nn.RNN already warned about dropout with one layer
-        fused = FusedRNN(
-            rnn.input_size, rnn.hidden_size, rnn.num_layers, rnn.nonlinearity, rnn.bias, rnn.batch_first,
-            rnn.dropout, rnn.bidirectional, device="meta", backend=backend,
+        fused = _FUSED[type(rnn)](
+            rnn.input_size, rnn.hidden_size, rnn.num_layers, bias=rnn.bias, batch_first=rnn.batch_first,
+            dropout=rnn.dropout, bidirectional=rnn.bidirectional, device="meta", backend=backend, **kw,
         )  # fmt: skip
     for name in fused._flat_weights_names:
         if name not in rnn._parameters:

@@ -1,11 +1,15 @@
-"""`FusedRNN`: `torch.nn.RNN` to every caller, on the fused recurrence kernels where they run.
+"""`FusedRNN`, `FusedLSTM`, `FusedGRU`: `torch.nn.RNN`, `nn.LSTM` and `nn.GRU` to every caller.
+
+FusedRNN runs the fused recurrence kernels where they run. FusedLSTM and FusedGRU run PyTorch's own
+``aten::lstm`` / ``aten::gru`` with nn.LSTM's / nn.GRU's own forward (their kernels are not built yet):
+bit for bit nn.LSTM and nn.GRU, at their speed, and compilable whole with ``torch.compile(fullgraph=True)``.
 
 Not a subclass of ``nn.RNN``: dynamo refuses every ``nn.RNNBase`` instance ("TorchDynamo purposely
 graph breaks on RNN, GRU, LSTMs"; ``torch._dynamo.config.allow_rnn`` is off by default), so a
 subclass could not be compiled with ``fullgraph=True`` (``tests/test_rnn_compat.py`` checks that a
-subclass is refused and FusedRNN is not). Instead FusedRNN has nn.RNN's constructor, checks, attributes and
-methods, most of the latter taken from ``nn.RNNBase`` itself, so they say and do exactly what
-nn.RNN's do. ``isinstance(FusedRNN(...), nn.RNN)`` is False.
+subclass is refused and FusedRNN is not). Instead each module has its nn class's constructor, checks, attributes
+and methods, most of the latter taken from ``nn.RNNBase`` (and ``nn.LSTM``) itself, so they say and do exactly
+what nn.RNN's do. ``isinstance(FusedRNN(...), nn.RNN)`` is False. `_FusedRNNBase` holds what the three share.
 """
 
 from __future__ import annotations
@@ -30,64 +34,22 @@ _NO_SEQUENCE = "Expected sequence length to be larger than 0 in RNN"
 _KERNELS_RUN_ON: dict[str, bool] = {t: launch.unavailable_reason(torch.device(t)) is None for t in ("cpu", "cuda")}
 
 
-class FusedRNN(nn.Module):
-    """``torch.nn.RNN`` with the same constructor, checks, parameters, attributes, inputs and outputs.
-
-    Where the kernels run (CUDA, or CPU under ``TRITON_INTERPRET=1``; float32 / float16 /
-    bfloat16; H within their limits), every layer and direction is one GEMM for the input
-    half of all steps, ``u = x @ W_ih^T + b_ih + b_hh``, then one `rnn_scan` (one fused
-    kernel launch in the single-program mode) for ``h_t = act(h_{t-1} @ W_hh^T + u_t)``. A
-    PackedSequence runs as a padded batch with per-row lengths: each row stops at its own
-    length in both directions. Everywhere else (``backend="torch"``, or "auto" where the
-    kernels cannot run) it calls PyTorch's own ``aten::rnn_tanh`` / ``rnn_relu`` with the
-    same arguments nn.RNN passes (``torch._VF.rnn_tanh(input, hx, self._flat_weights, ...)``),
-    so it runs exactly nn.RNN's code at nn.RNN's speed; dynamo traces that op too, so
-    ``torch.compile(fullgraph=True)`` works on both paths.
-
-    Args:
-        input_size, hidden_size, num_layers, nonlinearity, bias, batch_first, dropout,
-        bidirectional, device, dtype: as for ``torch.nn.RNN``, with its checks and messages.
-        backend: "auto" (the Triton kernels where they can run, else PyTorch's own RNN),
-            "triton" or "torch"; see `fused_rnn.rnn_scan`.
-
-    Shapes (D = 2 if bidirectional else 1, L = num_layers):
-        input: (T, B, input_size), (B, T, input_size) with batch_first, (T, input_size)
-        unbatched, or a PackedSequence. hx: (D*L, B, H), or (D*L, H) unbatched; None for zeros.
-        Returns output (T, B, D*H) (or as the input is laid out, or a PackedSequence) and
-        h_n (D*L, B, H). T = 0 raises, as nn.RNN does.
-    """
+class _FusedRNNBase(nn.Module):
+    """What FusedRNN, FusedLSTM and FusedGRU share: nn.RNNBase's constructor (its checks, in its order, with its
+    messages; the parameters, their names and their initialisation), and nn.RNNBase's own methods for everything
+    that reads or keeps the weights."""
 
     __constants__ = nn.RNNBase.__constants__
     __jit_unused_properties__ = nn.RNNBase.__jit_unused_properties__
+    #: the nn class each module stands in for (what `__prepare_scriptable__` builds)
+    _nn_class: type[nn.RNNBase] = nn.RNNBase
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        nonlinearity: str = "tanh",
-        bias: bool = True,
-        batch_first: bool = False,
-        dropout: float = 0.0,
-        bidirectional: bool = False,
-        device=None,
-        dtype=None,
-        *,
-        backend: str = "auto",
-        proj_size=_NOT_GIVEN,
-    ) -> None:
-        # nn.RNN.__init__, then nn.RNNBase.__init__: the same checks in the same order, with the
-        # same exception types and messages (tests/test_rnn_compat.py compares them with nn.RNN's)
-        if proj_size is not _NOT_GIVEN:
-            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
-        if nonlinearity == "tanh":
-            mode = "RNN_TANH"
-        elif nonlinearity == "relu":
-            mode = "RNN_RELU"
-        else:
-            raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
-        super().__init__()
-        self.nonlinearity = nonlinearity
+    def _build(
+        self, mode, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, proj_size,
+        device, dtype, backend,
+    ) -> None:  # fmt: skip
+        """nn.RNNBase.__init__ after its super().__init__(), for `mode` ("RNN_TANH", "RNN_RELU", "LSTM" or
+        "GRU"), then the backend check."""
         self.mode = mode
         self.input_size = input_size
         self.hidden_size = hidden_size
@@ -96,23 +58,31 @@ class FusedRNN(nn.Module):
         self.batch_first = batch_first
         self.dropout = float(dropout)
         self.bidirectional = bidirectional
-        self.proj_size = 0
+        self.proj_size = proj_size
         self._flat_weight_refs: list[weakref.ReferenceType | None] = []
         # the dropout checks, bool checks, sizes (nn.RNN does not check bidirectional's type)
         _check_arguments(input_size, hidden_size, num_layers, bias, batch_first, dropout)
+        if proj_size < 0:
+            raise ValueError("proj_size should be a positive integer or zero to disable projections")
+        if proj_size >= hidden_size:
+            raise ValueError("proj_size has to be smaller than hidden_size")
         if backend not in BACKENDS:
             raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
         self.backend = backend
+        gate_size = {"LSTM": 4, "GRU": 3}.get(mode, 1) * hidden_size
         num_directions = 2 if bidirectional else 1
+        real_hidden = proj_size if proj_size > 0 else hidden_size
         factory = {"device": device, "dtype": dtype}
         self._flat_weights_names: list[str] = []
         self._all_weights: list[list[str]] = []
         for layer in range(num_layers):
             for direction in range(num_directions):
-                layer_input = input_size if layer == 0 else hidden_size * num_directions
-                shapes = {"weight_ih": (hidden_size, layer_input), "weight_hh": (hidden_size, hidden_size)}
+                layer_input = input_size if layer == 0 else real_hidden * num_directions
+                shapes = {"weight_ih": (gate_size, layer_input), "weight_hh": (gate_size, real_hidden)}
                 if bias:
-                    shapes.update(bias_ih=(hidden_size,), bias_hh=(hidden_size,))
+                    shapes.update(bias_ih=(gate_size,), bias_hh=(gate_size,))
+                if proj_size > 0:
+                    shapes.update(weight_hr=(proj_size, hidden_size))
                 suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
                 names = []
                 for kind, shape in shapes.items():
@@ -169,23 +139,89 @@ class FusedRNN(nn.Module):
         replica._flat_weights_names = replica._flat_weights_names[:]
         return replica
 
-    def __prepare_scriptable__(self) -> nn.RNN:
-        """What ``torch.jit.script`` compiles in this module's place: an ``nn.RNN`` holding these very
-        Parameters (shared, not copied), so the scripted model runs the same math on PyTorch's own RNN
-        kernels and trains the same weights. TorchScript cannot compile the Python dispatch that picks the
-        kernels; ``torch.jit.trace`` can, and records the fused ``fused_rnn::scan`` op itself."""
-        rnn = nn.RNN(
-            self.input_size, self.hidden_size, self.num_layers, nonlinearity=self.nonlinearity, bias=self.bias,
-            batch_first=self.batch_first, dropout=self.dropout, bidirectional=self.bidirectional, device="meta",
+    def __prepare_scriptable__(self) -> nn.RNNBase:
+        """What ``torch.jit.script`` compiles in this module's place: the nn module (nn.RNN, nn.LSTM, nn.GRU)
+        holding these very Parameters (shared, not copied), so the scripted model runs the same math on
+        PyTorch's own kernels and trains the same weights. TorchScript cannot compile the Python dispatch that
+        picks the kernels; ``torch.jit.trace`` can, and records the fused ``fused_rnn::scan`` op itself."""
+        kw = {"nonlinearity": self.nonlinearity} if self.mode.startswith("RNN") else {}
+        if self.proj_size:
+            kw["proj_size"] = self.proj_size
+        rnn = self._nn_class(
+            self.input_size, self.hidden_size, self.num_layers, bias=self.bias, batch_first=self.batch_first,
+            dropout=self.dropout, bidirectional=self.bidirectional, device="meta", **kw,
         )  # fmt: skip
         for name in self._flat_weights_names:
             setattr(rnn, name, getattr(self, name))  # nn.RNNBase keeps _flat_weights in step
         return rnn.train(self.training)
 
     def extra_repr(self) -> str:
-        """nn.RNN's text (which leaves out nonlinearity, as nn.RNN's does), then backend where not "auto"."""
+        """The nn class's text (nn.RNN's leaves out nonlinearity), then backend where not "auto"."""
         s = nn.RNNBase.extra_repr(self)
         return s if self.backend == "auto" else f"{s}, backend={self.backend!r}"
+
+
+class FusedRNN(_FusedRNNBase):
+    """``torch.nn.RNN`` with the same constructor, checks, parameters, attributes, inputs and outputs.
+
+    Where the kernels run (CUDA, or CPU under ``TRITON_INTERPRET=1``; float32 / float16 /
+    bfloat16; H within their limits), every layer and direction is one GEMM for the input
+    half of all steps, ``u = x @ W_ih^T + b_ih + b_hh``, then one `rnn_scan` (one fused
+    kernel launch in the single-program mode) for ``h_t = act(h_{t-1} @ W_hh^T + u_t)``. A
+    PackedSequence runs as a padded batch with per-row lengths: each row stops at its own
+    length in both directions. Everywhere else (``backend="torch"``, or "auto" where the
+    kernels cannot run) it calls PyTorch's own ``aten::rnn_tanh`` / ``rnn_relu`` with the
+    same arguments nn.RNN passes (``torch._VF.rnn_tanh(input, hx, self._flat_weights, ...)``),
+    so it runs exactly nn.RNN's code at nn.RNN's speed; dynamo traces that op too, so
+    ``torch.compile(fullgraph=True)`` works on both paths.
+
+    Args:
+        input_size, hidden_size, num_layers, nonlinearity, bias, batch_first, dropout,
+        bidirectional, device, dtype: as for ``torch.nn.RNN``, with its checks and messages.
+        backend: "auto" (the Triton kernels where they can run, else PyTorch's own RNN),
+            "triton" or "torch"; see `fused_rnn.rnn_scan`.
+
+    Shapes (D = 2 if bidirectional else 1, L = num_layers):
+        input: (T, B, input_size), (B, T, input_size) with batch_first, (T, input_size)
+        unbatched, or a PackedSequence. hx: (D*L, B, H), or (D*L, H) unbatched; None for zeros.
+        Returns output (T, B, D*H) (or as the input is laid out, or a PackedSequence) and
+        h_n (D*L, B, H). T = 0 raises, as nn.RNN does.
+    """
+
+    _nn_class = nn.RNN
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        nonlinearity: str = "tanh",
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device=None,
+        dtype=None,
+        *,
+        backend: str = "auto",
+        proj_size=_NOT_GIVEN,
+    ) -> None:
+        # nn.RNN.__init__, then nn.RNNBase.__init__: the same checks in the same order, with the
+        # same exception types and messages (tests/test_rnn_compat.py compares them with nn.RNN's)
+        if proj_size is not _NOT_GIVEN:
+            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+        if nonlinearity == "tanh":
+            mode = "RNN_TANH"
+        elif nonlinearity == "relu":
+            mode = "RNN_RELU"
+        else:
+            raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
+        nn.Module.__init__(self)
+        self.nonlinearity = nonlinearity
+        self._build(
+            mode, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, 0, device, dtype,
+            backend,
+        )  # fmt: skip
 
     def _runs_triton(self, input: Tensor, hx: Tensor, weights: list[Tensor]) -> bool:
         """Whether the kernels run this call: the backend allows them and input, hx and every weight
@@ -274,6 +310,110 @@ class FusedRNN(nn.Module):
             output = output.squeeze(batch_dim)
             hidden = hidden.squeeze(1)
         return output, hidden
+
+
+_GATED_DOC = """``torch.nn.{cls}`` with the same constructor, checks, parameters, attributes, inputs and outputs.
+
+    The forward is nn.{cls}'s own (``nn.{cls}.forward``, running PyTorch's ``aten::{op}``), so outputs, errors
+    and speed are nn.{cls}'s, bit for bit. Unlike nn.{cls}, the module compiles whole with
+    ``torch.compile(fullgraph=True)`` (dynamo refuses every ``nn.RNNBase`` instance). The fused kernels for
+    this cell are not built yet: ``backend="auto"`` and ``"torch"`` run PyTorch's op; ``"triton"`` is refused
+    at construction.
+
+    Args:
+        {args}
+        backend: "auto" or "torch" (the same today).
+
+    Shapes (D = 2 if bidirectional else 1, L = num_layers{proj}):
+        input: (T, B, input_size), (B, T, input_size) with batch_first, (T, input_size) unbatched, or a
+        PackedSequence. {hx}
+    """
+
+
+def _refuse_triton(cls: str, backend: str) -> None:
+    if backend == "triton":
+        raise ValueError(
+            f"backend: 'triton' is not available for {cls} yet (its kernels are not built); "
+            "use 'auto' or 'torch', which run PyTorch's own op"
+        )
+
+
+class FusedLSTM(_FusedRNNBase):
+    __doc__ = _GATED_DOC.format(
+        cls="LSTM",
+        op="lstm",
+        args="input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, proj_size, device,\n"
+        "        dtype: as for ``torch.nn.LSTM``, in its order, with its checks and messages.",
+        proj=", H_out = proj_size or hidden_size",
+        hx="hx: (h_0 (D*L, B, H_out), c_0 (D*L, B, hidden_size)),\n        2-D each unbatched; None for zeros. "
+        "Returns output (T, B, D*H_out) and (h_n, c_n).",
+    )
+    _nn_class = nn.LSTM
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device=None,
+        dtype=None,
+        *,
+        backend: str = "auto",
+    ) -> None:
+        nn.Module.__init__(self)
+        self._build(
+            "LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, proj_size,
+            device, dtype, backend,
+        )  # fmt: skip
+        _refuse_triton("FusedLSTM", backend)
+
+    # nn.LSTM's own: (h, c) pairs, the cell size check, its forward (no super() in any of them)
+    get_expected_cell_size = nn.LSTM.get_expected_cell_size
+    check_forward_args = nn.LSTM.check_forward_args
+    permute_hidden = nn.LSTM.permute_hidden
+    forward = nn.LSTM.forward
+
+
+class FusedGRU(_FusedRNNBase):
+    __doc__ = _GATED_DOC.format(
+        cls="GRU",
+        op="gru",
+        args="input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, device, dtype: as\n"
+        "        for ``torch.nn.GRU``, in its order, with its checks and messages (proj_size is refused as there).",
+        proj="",
+        hx="hx: (D*L, B, hidden_size), or (D*L, hidden_size) unbatched; None for\n        zeros. "
+        "Returns output (T, B, D*hidden_size) and h_n.",
+    )
+    _nn_class = nn.GRU
+
+    def __init__(self, *args, backend: str = "auto", **kwargs) -> None:
+        if "proj_size" in kwargs:  # nn.GRU's own check, before any other
+            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+        nn.Module.__init__(self)
+        self._build("GRU", *_gru_arguments(*args, **kwargs), backend)
+        _refuse_triton("FusedGRU", backend)
+
+    forward = nn.GRU.forward
+
+
+def _gru_arguments(
+    input_size: int,
+    hidden_size: int,
+    num_layers: int = 1,
+    bias: bool = True,
+    batch_first: bool = False,
+    dropout: float = 0.0,
+    bidirectional: bool = False,
+    device=None,
+    dtype=None,
+) -> tuple:
+    """nn.GRU's positional order (nn.RNNBase's after mode, without proj_size) -> _build's arguments."""
+    return input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, 0, device, dtype
 
 
 def _check_arguments(input_size, hidden_size, num_layers, bias, batch_first, dropout) -> None:

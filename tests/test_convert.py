@@ -4,6 +4,7 @@ gradients and training."""
 import copy
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import warnings
@@ -14,7 +15,7 @@ from helpers import TOL, rel_err
 from torch import nn
 from torch.nn.utils import parametrize
 
-from fused_rnn import FusedRNN, convert_rnns
+from fused_rnn import FusedGRU, FusedLSTM, FusedRNN, convert_rnns
 
 
 class Net(nn.Module):
@@ -56,18 +57,23 @@ def test_nested_model_converted_same_parameters_outputs_and_gradients(backend, d
     ref = Net().to(device, dtype)
     ref.blocks[1].weight_hh_l1.requires_grad_(False)
     ref.encoder.eval()
-    model = convert_rnns(copy.deepcopy(ref), backend=backend)
-    rnns = [m for m in model.modules() if type(m) is nn.RNN]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = convert_rnns(copy.deepcopy(ref), backend=backend)
+    said = [str(w.message) for w in caught if "convert_rnns" in str(w.message)]
+    assert said == ([] if backend == "torch" else [said[0]]) and all("FusedGRU and FusedLSTM" in m for m in said)
+    rnns = [m for m in model.modules() if type(m) in (nn.RNN, nn.LSTM, nn.GRU)]
     assert not rnns
     fused = [model.encoder, model.blocks[0], model.blocks[1]]
     assert all(type(m) is FusedRNN and m.backend == backend for m in fused)
     assert model.shared is model.blocks[0]  # a shared module stays shared
-    assert type(model.lstm) is nn.LSTM and type(model.gru) is nn.GRU
+    assert type(model.lstm) is FusedLSTM and type(model.gru) is FusedGRU
+    assert model.lstm.backend == model.gru.backend == ("torch" if backend == "torch" else "auto")
     assert not model.encoder.training and model.blocks[0].training
     assert [(n, p.shape, p.dtype, p.device, p.requires_grad) for n, p in model.named_parameters()] == [
         (n, p.shape, p.dtype, p.device, p.requires_grad) for n, p in ref.named_parameters()
     ]
-    assert repr(model).replace("FusedRNN(", "RNN(").replace(f", backend='{backend}'", "") == repr(ref)
+    assert re.sub(r"Fused(RNN|LSTM|GRU)\(", r"\1(", repr(model)).replace(f", backend='{backend}'", "") == repr(ref)
     x = torch.randn(5, 3, 3, device=device, dtype=dtype)
     got, want = _grads(model, x), _grads(ref, x)
     tol = 1e-12 if dtype == torch.float64 else TOL["fp32"]["bwd"]
@@ -90,7 +96,14 @@ def test_the_same_parameter_objects_and_the_root_converts():
     opt.step()
     assert not torch.equal(before, out.weight_hh_l0)
     lstm = nn.LSTM(3, 4)
-    assert convert_rnns(lstm) is lstm
+    out = convert_rnns(lstm)
+    assert type(out) is FusedLSTM and all(a is b for a, b in zip(out.parameters(), lstm.parameters(), strict=True))
+
+    class MyLSTM(nn.LSTM):  # a subclass's own code would be dropped: it stays
+        pass
+
+    mine = MyLSTM(3, 4)
+    assert convert_rnns(mine) is mine
 
 
 def test_weight_norm_hooks_follow_and_parametrized_rnns_stay_with_a_warning():
