@@ -81,6 +81,8 @@ def device_key(device: torch.device) -> tuple[tuple[int, int] | None, int | None
 #: Calls of `forward` and `backward` (each launches one kernel, or one per step) since import: tests
 #: read it to see whether the kernels ran (fused_rnn.enable() among others).
 LAUNCHER_CALLS = {"forward": 0, "backward": 0}
+#: the same for the LSTM / GRU kernels
+GATED_CALLS = {"forward": 0, "backward": 0}
 
 #: Tests set this to fill every output buffer with NaN before a launch, so that an
 #: element a kernel fails to write cannot pass a comparison.
@@ -304,3 +306,77 @@ def backward(
         args = (weight, hs, dhs_arg, dhn_arg, lengths_arg, dh, da, dh0, 0, T, B, H)
         _launch_steps(K.split_recurrent_bwd_step_kernel, grid, args, meta, T + 1)
     return da, dh0
+
+
+def gated_forward(
+    cell: int,
+    u: torch.Tensor,
+    weight: torch.Tensor,
+    b_hn: torch.Tensor | None,
+    h0: torch.Tensor,
+    c0: torch.Tensor | None,
+    lengths: torch.Tensor | None,
+    reverse: bool,
+    block_b: int,
+    block_h: int,
+    dot_precision: str,
+) -> tuple[torch.Tensor, ...]:
+    """LSTM (cell 0) or GRU (cell 1), single program: hs, cs (LSTM; else an empty tensor), gates (T, B, 4H)
+    float32, h_n, c_n (LSTM; else empty). T >= 1 and B >= 1; every tensor contiguous."""
+    GATED_CALLS["forward"] += 1
+    T, B, _ = u.shape
+    H = h0.shape[1]
+    hs = _empty(u, (T, B, H))
+    lstm = cell == 0
+    cs = _empty(u, (T, B, H)) if lstm else u.new_empty(0)
+    gates = torch.empty(T, B, 4 * H, dtype=torch.float32, device=u.device)
+    if POISON:
+        gates.fill_(float("nan"))
+    hn = _empty(h0)
+    cn = _empty(h0) if lstm else u.new_empty(0)
+    with _guard(u.device):
+        K.gated_recurrent_fwd_kernel[(triton.cdiv(B, block_b),)](
+            u, weight, h0 if b_hn is None else b_hn, h0, h0 if c0 is None else c0,
+            h0 if lengths is None else lengths, hs, hs if cs.numel() == 0 else cs, gates, hn,
+            hn if cn.numel() == 0 else cn, T, B, H,
+            BB=block_b, BH=block_h, DOT_PRECISION=dot_precision, CELL=cell, REVERSE=reverse,
+            HAS_LENGTHS=lengths is not None,
+        )  # fmt: skip
+    return hs, cs, gates, hn, cn
+
+
+def gated_backward(
+    cell: int,
+    weight: torch.Tensor,
+    hs: torch.Tensor,
+    cs: torch.Tensor | None,
+    gates: torch.Tensor,
+    h0: torch.Tensor,
+    c0: torch.Tensor | None,
+    dhs: torch.Tensor | None,
+    dhn: torch.Tensor | None,
+    dcn: torch.Tensor | None,
+    lengths: torch.Tensor | None,
+    reverse: bool,
+    block_b: int,
+    block_h: int,
+    dot_precision: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """da (T, B, 4H) float32 (see kernels/gated_recurrent.py), d h0 and d c0 (LSTM; else empty), in hs's dtype."""
+    GATED_CALLS["backward"] += 1
+    T, B, H = hs.shape
+    da = torch.empty(T, B, 4 * H, dtype=torch.float32, device=hs.device)
+    if POISON:
+        da.fill_(float("nan"))
+    dh0 = _empty(hs, (B, H))
+    dc0 = _empty(hs, (B, H)) if cell == 0 else hs.new_empty(0)
+    with _guard(hs.device):
+        K.gated_recurrent_bwd_kernel[(triton.cdiv(B, block_b),)](
+            weight, hs, hs if cs is None else cs, gates, h0, h0 if c0 is None else c0,
+            hs if dhs is None else dhs, hs if dhn is None else dhn, hs if dcn is None else dcn,
+            hs if lengths is None else lengths, da, dh0, dh0 if dc0.numel() == 0 else dc0, T, B, H,
+            BB=block_b, BH=block_h, DOT_PRECISION=dot_precision, CELL=cell, REVERSE=reverse,
+            HAS_LENGTHS=lengths is not None, HAS_DHS=dhs is not None, HAS_DHN=dhn is not None,
+            HAS_DCN=dcn is not None,
+        )  # fmt: skip
+    return da, dh0, dc0

@@ -121,6 +121,60 @@ def scan_reference(
     return torch.stack(hs[::-1] if reverse else hs), h
 
 
+def gated_scan_reference(
+    cell: str,
+    u: torch.Tensor,
+    weight_hh: torch.Tensor,
+    h0: torch.Tensor,
+    c0: torch.Tensor | None = None,
+    b_hn: torch.Tensor | None = None,
+    lengths: torch.Tensor | None = None,
+    reverse: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """One LSTM or GRU layer and direction given its input half, one step at a time, in PyTorch's formulas.
+
+    LSTM: ``a = u[s] + h_prev @ W_hh^T`` split i, f, g, o; ``c = sig(f) c_prev + sig(i) tanh(g)``,
+    ``h = sig(o) tanh(c)``. GRU: u[s] split r, z, n; ``l = h_prev @ W_hn^T + b_hn``,
+    ``r, z = sig(u_r + h_prev W_hr^T), sig(u_z + h_prev W_hz^T)``, ``n = tanh(u_n + r l)``,
+    ``h = (1 - z) n + z h_prev``. Rows with `lengths` run only their steps s < lengths[b], as `scan_reference`.
+
+    Args:
+        cell: "lstm" or "gru". u: (T, B, G*H) with G = 4 or 3. weight_hh: (G*H, H). h0: (B, H).
+        c0: (B, H), LSTM. b_hn: (H,), GRU. lengths: (B,) integers or None.
+
+    Returns:
+        hs (T, B, H), h_n (B, H) and c_n (B, H) (None for GRU); differentiable through autograd.
+    """
+    T = u.shape[0]
+    H = h0.shape[-1]
+    h, c = h0, c0
+    hs = []
+    for i in range(T):
+        s = T - 1 - i if reverse else i
+        if cell == "lstm":
+            a = u[s] + F.linear(h, weight_hh)
+            gi, gf, gg, go = a.split(H, dim=-1)
+            c_new = torch.sigmoid(gf) * c + torch.sigmoid(gi) * torch.tanh(gg)
+            h_new = torch.sigmoid(go) * torch.tanh(c_new)
+        else:
+            ur, uz, un = u[s].split(H, dim=-1)
+            wr, wz, wn = weight_hh.split(H, dim=0)
+            r = torch.sigmoid(ur + F.linear(h, wr))
+            z = torch.sigmoid(uz + F.linear(h, wz))
+            n = torch.tanh(un + r * F.linear(h, wn, b_hn))
+            h_new, c_new = (1 - z) * n + z * h, None
+        if lengths is None:
+            h, c = h_new, c_new
+        else:
+            valid = (lengths > s)[:, None]
+            h = torch.where(valid, h_new, h)
+            c = None if c_new is None else torch.where(valid, c_new, c)
+        hs.append(h)
+    if not hs:
+        return u.new_empty(T, h0.shape[0], H), h0.clone(), None if c0 is None else c0.clone()
+    return torch.stack(hs[::-1] if reverse else hs), h, c
+
+
 # --------------------------------------------------------------------------------------------- sampling noise
 
 _M32 = 0xFFFFFFFF

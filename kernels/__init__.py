@@ -1,6 +1,7 @@
 """Triton kernels of fused_rnn (installed as ``fused_rnn.kernels``). Only ``@triton.jit`` code lives here."""
 
 from .fused_recurrent import fused_recurrent_bwd_kernel, fused_recurrent_fwd_kernel
+from .gated_recurrent import gated_recurrent_bwd_kernel, gated_recurrent_fwd_kernel
 from .generate import generate_draw_step_kernel, generate_kernel
 from .split_recurrent import (
     split_recurrent_bwd_kernel,
@@ -16,6 +17,8 @@ __all__ = [
     "split_recurrent_fwd_step_kernel",
     "split_recurrent_bwd_kernel",
     "split_recurrent_bwd_step_kernel",
+    "gated_recurrent_fwd_kernel",
+    "gated_recurrent_bwd_kernel",
     "generate_kernel",
     "generate_draw_step_kernel",
 ]

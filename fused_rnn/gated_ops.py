@@ -1,0 +1,196 @@
+"""`lstm_scan` and `gru_scan`: one LSTM / GRU layer and direction given its input half, on the fused kernels.
+
+The kernels (`kernels/gated_recurrent.py`, single-program mode: every gate's W_hh on chip for all T steps)
+run only when asked for with ``backend="triton"``, while they are proven in the interpreter but not yet by the
+compile gate or a GPU; ``"auto"`` and ``"torch"`` run `fused_rnn.reference.gated_scan_reference`. The
+backward is the matching kernel plus one GEMM for dW_hh over the stored gate values (deterministic, no
+atomics on weights). Per step the forward keeps h, LSTM's c, and four H-wide float32 gate values:
+(2 or 1) * T * B * H elements of the input dtype plus 4 * T * B * H float32.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import launch
+from .ops import BACKENDS, _check_lengths, _check_tensor, _valid_steps
+from .reference import gated_scan_reference
+
+CELLS = {"lstm": (0, 4), "gru": (1, 3)}  # name -> (kernel CELL, gates G)
+#: the largest padded H the single-program gated kernels take (every gate's W_hh held on chip)
+MAX_BLOCK_H = 64
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _block_h(H: int) -> int:
+    return max(16, 1 << (H - 1).bit_length())
+
+
+def _dot_precision(dtype: torch.dtype) -> str:
+    if dtype != torch.float32:
+        return "ieee"
+    return "tf32" if torch.get_float32_matmul_precision() != "highest" else "ieee"
+
+
+def triton_reason(B: int, H: int, dtype: torch.dtype, device: torch.device) -> str | None:
+    """Why the gated kernels cannot run a (B, H) recurrence of `dtype` on `device`, or None."""
+    reason = launch.unavailable_reason(device)
+    if reason is not None:
+        return reason
+    if dtype not in _DTYPES:
+        return f"{dtype} runs on the torch path (the kernels take float32, float16 and bfloat16)"
+    if _block_h(H) > MAX_BLOCK_H:
+        return f"H = {H} is over the single-program gated kernels' limit of {MAX_BLOCK_H}"
+    if B * 4 * H >= 2**31:
+        return f"B * 4H = {B * 4 * H} is over the kernels' limit of 2**31 - 1 elements per step"
+    return None
+
+
+class _GatedScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, cell, u, w_hh, b_hn, h0, c0, lengths, reverse):
+        kcell, _ = CELLS[cell]
+        T, B, _ = u.shape
+        H = h0.shape[1]
+        bb, bh, prec = 16, _block_h(H), _dot_precision(u.dtype)
+        lens = None if lengths is None else lengths.contiguous()
+        hs, cs, gates, hn, cn = launch.gated_forward(
+            kcell, u.contiguous(), w_hh.contiguous(), None if b_hn is None else b_hn.contiguous(),
+            h0.contiguous(), None if c0 is None else c0.contiguous(), lens, reverse, bb, bh, prec,
+        )  # fmt: skip
+        # the backward reads the states as the kernel left them (a padded step holds the state it kept)
+        ctx.save_for_backward(w_hh, h0, c0, hs, cs if cell == "lstm" else None, gates, lengths)
+        ctx.flags = (cell, kcell, reverse, bb, bh, prec, b_hn is not None)
+        if lengths is not None:  # a block stops at its longest row: what lies past a row's length is 0
+            hs = torch.where(_valid_steps(T, lengths), hs, 0)
+        return hs, hn, (cn if cell == "lstm" else hn.new_empty(0))
+
+    @staticmethod
+    def backward(ctx, dhs, dhn, dcn):
+        w_hh, h0, c0, hs, cs, gates, lengths = ctx.saved_tensors
+        cell, kcell, reverse, bb, bh, prec, has_bhn = ctx.flags
+        T, B, H = hs.shape
+        lstm = cell == "lstm"
+        if lengths is not None:  # the output was zeroed past each row's length: no gradient flows from there
+            dhs = torch.where(_valid_steps(T, lengths), dhs, 0)
+        da, dh0, dc0 = launch.gated_backward(
+            kcell, w_hh.contiguous(), hs.contiguous(), cs, gates, h0.contiguous(), c0, dhs.contiguous(),
+            dhn.contiguous(), dcn.contiguous() if lstm else None, lengths, reverse, bb, bh, prec,
+        )  # fmt: skip
+        h_prev = torch.cat([hs, h0[None]])[1:] if reverse else torch.cat([h0[None], hs])[:-1]
+        if lengths is not None:
+            valid = _valid_steps(T, lengths)
+            da = torch.where(valid, da, 0)
+            if reverse:  # a reverse row starts from h0 at its own last step
+                h_prev = torch.where(_valid_steps(T, lengths, shift=1), h_prev, h0)
+            h_prev = torch.where(valid, h_prev, 0)
+        if lstm:
+            du, dpre = da, da
+        else:  # GRU: u's gradient is (r, z, n); W_hh's pre-activations are (r, z, l)
+            du = da[..., : 3 * H]
+            dpre = torch.cat([da[..., : 2 * H], da[..., 3 * H :]], dim=-1)
+        # dW_hh = sum_s dpre_s^T h_prev(s): one GEMM after the loop, no atomics
+        dw = dpre.flatten(0, 1).t().mm(h_prev.to(dpre.dtype).flatten(0, 1))
+        db_hn = da[..., 3 * H :].sum((0, 1)) if has_bhn else None
+        dtype = hs.dtype
+        return (
+            None, du.to(dtype), dw.to(w_hh.dtype), None if db_hn is None else db_hn.to(dtype), dh0,
+            dc0 if lstm else None, None, None,
+        )  # fmt: skip
+
+
+def _check(cell: str, u, w_hh, h0, c0, b_hn, lengths) -> tuple[int, int, int]:
+    G = CELLS[cell][1]
+    _check_tensor("u", u, f"(T, B, {G}H)", 3)
+    T, B, GH = u.shape
+    if GH % G:
+        raise ValueError(f"u: expected a last dimension of {G} * H, got {GH}")
+    H = GH // G
+    _check_tensor("weight_hh", w_hh, f"({G}H, H) = ({GH}, {H})", 2)
+    if tuple(w_hh.shape) != (GH, H):
+        raise ValueError(f"weight_hh: expected shape ({G}H, H) = ({GH}, {H}) to match u {tuple(u.shape)}, got "
+                         f"{tuple(w_hh.shape)}")  # fmt: skip
+    for name, x, shape in (("h0", h0, (B, H)), ("c0", c0, (B, H)), ("b_hn", b_hn, (H,))):
+        if x is None:
+            continue
+        _check_tensor(name, x, str(shape), len(shape))
+        if tuple(x.shape) != shape:
+            raise ValueError(f"{name}: expected shape {shape}, got {tuple(x.shape)}")
+    for name, x in (("weight_hh", w_hh), ("h0", h0), ("c0", c0), ("b_hn", b_hn)):
+        if x is not None and (x.device != u.device or x.dtype != u.dtype):
+            raise ValueError(f"{name}: expected {u.dtype} on {u.device} (u's), got {x.dtype} on {x.device}")
+    if lengths is not None:
+        _check_lengths(lengths, T, B, u.device)
+    return T, B, H
+
+
+def _run(cell, u, w_hh, b_hn, h0, c0, lengths, reverse, backend):
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+    T, B, H = u.shape[0], u.shape[1], h0.shape[1]
+    if backend == "triton":
+        reason = triton_reason(B, H, u.dtype, u.device)
+        if reason is not None:
+            raise ValueError(f"backend='triton' cannot run this input: {reason}")
+        if T == 0 or B == 0:
+            return u.new_empty(T, B, H), h0.clone(), None if c0 is None else c0.clone()
+        hs, hn, cn = _GatedScan.apply(cell, u, w_hh, b_hn, h0, c0, lengths, reverse)
+        return hs, hn, (cn if cell == "lstm" else None)
+    hs, hn, cn = gated_scan_reference(cell, u, w_hh, h0, c0, b_hn, lengths, reverse)
+    if lengths is not None:
+        hs = torch.where(_valid_steps(T, lengths), hs, 0)
+    return hs, hn, cn
+
+
+def lstm_scan(
+    u: torch.Tensor,
+    weight_hh: torch.Tensor,
+    h0: torch.Tensor | None = None,
+    c0: torch.Tensor | None = None,
+    *,
+    lengths: torch.Tensor | None = None,
+    reverse: bool = False,
+    backend: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One LSTM layer and direction given its input half ``u = x @ W_ih^T + b_ih + b_hh`` (gates i, f, g, o).
+
+    Args:
+        u: (T, B, 4H). weight_hh: (4H, H). h0, c0: (B, H) or None for zeros.
+        lengths: (B,) integers on u's device, or None; row b runs steps s < lengths[b] only (outputs past them
+            are 0, h_n / c_n are the states after its last valid step). reverse: walk s = T-1 .. 0.
+        backend: "triton" (the fused kernels), "torch" or "auto" (torch until the kernels are gate-checked).
+
+    Returns:
+        output (T, B, H), h_n (B, H), c_n (B, H), differentiable in u, weight_hh, h0 and c0.
+    """
+    T, B, H = _check("lstm", u, weight_hh, h0, c0, None, lengths)
+    h0 = u.new_zeros(B, H) if h0 is None else h0
+    c0 = u.new_zeros(B, H) if c0 is None else c0
+    return _run("lstm", u, weight_hh, None, h0, c0, lengths, reverse, backend)
+
+
+def gru_scan(
+    u: torch.Tensor,
+    weight_hh: torch.Tensor,
+    b_hn: torch.Tensor | None = None,
+    h0: torch.Tensor | None = None,
+    *,
+    lengths: torch.Tensor | None = None,
+    reverse: bool = False,
+    backend: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One GRU layer and direction given its input half ``u = x @ W_ih^T + b_ih + (b_hr, b_hz, 0)`` (gates r, z,
+    n); b_hn stays inside the reset product, ``n = tanh(u_n + r * (h W_hn^T + b_hn))``, as nn.GRU computes it.
+
+    Args:
+        u: (T, B, 3H). weight_hh: (3H, H). b_hn: (H,) or None for zeros. h0: (B, H) or None for zeros.
+        lengths, reverse, backend: as `lstm_scan`.
+
+    Returns:
+        output (T, B, H) and h_n (B, H), differentiable in u, weight_hh, b_hn and h0.
+    """
+    T, B, H = _check("gru", u, weight_hh, h0, None, b_hn, lengths)
+    h0 = u.new_zeros(B, H) if h0 is None else h0
+    b_hn = u.new_zeros(H) if b_hn is None else b_hn
+    hs, hn, _ = _run("gru", u, weight_hh, b_hn, h0, None, lengths, reverse, backend)
+    return hs, hn
