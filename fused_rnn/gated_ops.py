@@ -46,57 +46,110 @@ def triton_reason(B: int, H: int, dtype: torch.dtype, device: torch.device) -> s
     return None
 
 
-class _GatedScan(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, cell, u, w_hh, b_hn, h0, c0, lengths, reverse):
-        kcell, _ = CELLS[cell]
-        T, B, _ = u.shape
-        H = h0.shape[1]
-        bb, bh, prec = 16, _block_h(H), _dot_precision(u.dtype)
-        lens = None if lengths is None else lengths.contiguous()
-        hs, cs, gates, hn, cn = launch.gated_forward(
-            kcell, u.contiguous(), w_hh.contiguous(), None if b_hn is None else b_hn.contiguous(),
-            h0.contiguous(), None if c0 is None else c0.contiguous(), lens, reverse, bb, bh, prec,
-        )  # fmt: skip
-        # the backward reads the states as the kernel left them (a padded step holds the state it kept)
-        ctx.save_for_backward(w_hh, h0, c0, hs, cs if cell == "lstm" else None, gates, lengths)
-        ctx.flags = (cell, kcell, reverse, bb, bh, prec, b_hn is not None)
-        if lengths is not None:  # a block stops at its longest row: what lies past a row's length is 0
-            hs = torch.where(_valid_steps(T, lengths), hs, 0)
-        return hs, hn, (cn if cell == "lstm" else hn.new_empty(0))
+def _kernel_args(u: torch.Tensor, H: int) -> tuple[int, int, str]:
+    """Block rows, padded H and the dot precision: from shapes and the matmul precision, no device read."""
+    return 16, _block_h(H), _dot_precision(u.dtype)
 
-    @staticmethod
-    def backward(ctx, dhs, dhn, dcn):
-        w_hh, h0, c0, hs, cs, gates, lengths = ctx.saved_tensors
-        cell, kcell, reverse, bb, bh, prec, has_bhn = ctx.flags
-        T, B, H = hs.shape
-        lstm = cell == "lstm"
-        if lengths is not None:  # the output was zeroed past each row's length: no gradient flows from there
-            dhs = torch.where(_valid_steps(T, lengths), dhs, 0)
-        da, dh0, dc0 = launch.gated_backward(
-            kcell, w_hh.contiguous(), hs.contiguous(), cs, gates, h0.contiguous(), c0, dhs.contiguous(),
-            dhn.contiguous(), dcn.contiguous() if lstm else None, lengths, reverse, bb, bh, prec,
-        )  # fmt: skip
-        h_prev = torch.cat([hs, h0[None]])[1:] if reverse else torch.cat([h0[None], hs])[:-1]
-        if lengths is not None:
-            valid = _valid_steps(T, lengths)
-            da = torch.where(valid, da, 0)
-            if reverse:  # a reverse row starts from h0 at its own last step
-                h_prev = torch.where(_valid_steps(T, lengths, shift=1), h_prev, h0)
-            h_prev = torch.where(valid, h_prev, 0)
-        if lstm:
-            du, dpre = da, da
-        else:  # GRU: u's gradient is (r, z, n); W_hh's pre-activations are (r, z, l)
-            du = da[..., : 3 * H]
-            dpre = torch.cat([da[..., : 2 * H], da[..., 3 * H :]], dim=-1)
-        # dW_hh = sum_s dpre_s^T h_prev(s): one GEMM after the loop, no atomics
-        dw = dpre.flatten(0, 1).t().mm(h_prev.to(dpre.dtype).flatten(0, 1))
-        db_hn = da[..., 3 * H :].sum((0, 1)) if has_bhn else None
-        dtype = hs.dtype
-        return (
-            None, du.to(dtype), dw.to(w_hh.dtype), None if db_hn is None else db_hn.to(dtype), dh0,
-            dc0 if lstm else None, None, None,
-        )  # fmt: skip
+
+@torch.library.custom_op(
+    "fused_rnn::gated_scan",
+    mutates_args=(),
+    schema="(int cell, Tensor u, Tensor w_hh, Tensor? b_hn, Tensor h0, Tensor? c0, Tensor? lengths, bool reverse) "
+    "-> (Tensor, Tensor, Tensor, Tensor, Tensor)",
+)
+def _gated_scan(cell, u, w_hh, b_hn, h0, c0, lengths, reverse):
+    """Kernel forward (cell 0 LSTM, 1 GRU): hs (T, B, H) as the kernel leaves them, cs (LSTM, else (0,)),
+    gates (T, B, 4H) float32, h_n, c_n (LSTM, else (0,))."""
+    T, B, _ = u.shape
+    H = h0.shape[1]
+    if T == 0 or B == 0:
+        lstm = cell == 0
+        return (u.new_empty(T, B, H), u.new_empty((T, B, H) if lstm else (0,)),
+                u.new_empty(T, B, 4 * H, dtype=torch.float32), h0.clone(),
+                c0.clone() if lstm else u.new_empty(0))  # fmt: skip
+    bb, bh, prec = _kernel_args(u, H)
+    return launch.gated_forward(
+        cell, u.contiguous(), w_hh.contiguous(), None if b_hn is None else b_hn.contiguous(), h0.contiguous(),
+        None if c0 is None else c0.contiguous(), None if lengths is None else lengths.contiguous(), reverse,
+        bb, bh, prec,
+    )  # fmt: skip
+
+
+@_gated_scan.register_fake
+def _(cell, u, w_hh, b_hn, h0, c0, lengths, reverse):
+    T, B, _ = u.shape
+    H = h0.shape[1]
+    lstm = cell == 0
+    return (u.new_empty(T, B, H), u.new_empty((T, B, H) if lstm else (0,)),
+            u.new_empty(T, B, 4 * H, dtype=torch.float32), torch.empty_like(h0),
+            torch.empty_like(h0) if lstm else u.new_empty(0))  # fmt: skip
+
+
+@torch.library.custom_op(
+    "fused_rnn::gated_scan_backward",
+    mutates_args=(),
+    schema="(int cell, Tensor w_hh, Tensor hs, Tensor cs, Tensor gates, Tensor h0, Tensor? c0, Tensor? dhs, "
+    "Tensor? dhn, Tensor? dcn, Tensor? lengths, bool reverse) -> (Tensor, Tensor, Tensor)",
+)
+def _gated_scan_backward(cell, w_hh, hs, cs, gates, h0, c0, dhs, dhn, dcn, lengths, reverse):
+    """Kernel backward: da (T, B, 4H) float32 (kernels/gated_recurrent.py), d h0, d c0 (LSTM, else (0,))."""
+    T, B, H = hs.shape
+    if T == 0 or B == 0:
+        dh0 = hs.new_zeros(B, H) if dhn is None else dhn.clone()
+        dc0 = (hs.new_zeros(B, H) if dcn is None else dcn.clone()) if cell == 0 else hs.new_empty(0)
+        return hs.new_zeros(T, B, 4 * H, dtype=torch.float32), dh0, dc0
+    bb, bh, prec = _kernel_args(hs, H)
+
+    def c(x):
+        return None if x is None else x.contiguous()
+
+    return launch.gated_backward(
+        cell, w_hh.contiguous(), hs.contiguous(), cs.contiguous() if cell == 0 else None, gates.contiguous(),
+        h0.contiguous(), c(c0), c(dhs), c(dhn), c(dcn) if cell == 0 else None, c(lengths), reverse, bb, bh, prec,
+    )  # fmt: skip
+
+
+@_gated_scan_backward.register_fake
+def _(cell, w_hh, hs, cs, gates, h0, c0, dhs, dhn, dcn, lengths, reverse):
+    T, B, H = hs.shape
+    return (hs.new_empty(T, B, 4 * H, dtype=torch.float32), torch.empty_like(h0),
+            torch.empty_like(h0) if cell == 0 else hs.new_empty(0))  # fmt: skip
+
+
+def _setup_context(ctx, inputs, output):
+    cell, u, w_hh, b_hn, h0, c0, lengths, reverse = inputs
+    hs, cs, gates, _, _ = output
+    ctx.save_for_backward(w_hh, h0, c0, hs, cs, gates, lengths)
+    ctx.flags = (cell, reverse, b_hn is not None)
+
+
+def _backward(ctx, dhs, dcs, dgates, dhn, dcn):
+    w_hh, h0, c0, hs, cs, gates, lengths = ctx.saved_tensors
+    cell, reverse, has_bhn = ctx.flags
+    T, B, H = hs.shape
+    lstm = cell == 0
+    da, dh0, dc0 = torch.ops.fused_rnn.gated_scan_backward(
+        cell, w_hh, hs, cs, gates, h0, c0, dhs, dhn, dcn if lstm else None, lengths, reverse
+    )
+    h_prev = torch.cat([hs, h0[None]])[1:] if reverse else torch.cat([h0[None], hs])[:-1]
+    if lengths is not None:
+        valid = _valid_steps(T, lengths)
+        da = torch.where(valid, da, 0)  # a block's steps past its longest row are left unwritten
+        if reverse:  # a reverse row starts from h0 at its own last step
+            h_prev = torch.where(_valid_steps(T, lengths, shift=1), h_prev, h0)
+        h_prev = torch.where(valid, h_prev, 0)
+    if lstm:
+        du, dpre = da, da
+    else:  # GRU: u's gradient is (r, z, n); W_hh's pre-activations are (r, z, l)
+        du = da[..., : 3 * H]
+        dpre = torch.cat([da[..., : 2 * H], da[..., 3 * H :]], dim=-1)
+    # dW_hh = sum_s dpre_s^T h_prev(s): one GEMM after the loop, no atomics
+    dw = dpre.flatten(0, 1).t().mm(h_prev.to(dpre.dtype).flatten(0, 1))
+    db_hn = da[..., 3 * H :].sum((0, 1)).to(hs.dtype) if has_bhn else None
+    return None, du.to(hs.dtype), dw.to(w_hh.dtype), db_hn, dh0, dc0 if lstm else None, None, None
+
+
+torch.library.register_autograd("fused_rnn::gated_scan", _backward, setup_context=_setup_context)
 
 
 def _check(cell: str, u, w_hh, h0, c0, b_hn, lengths) -> tuple[int, int, int]:
@@ -113,9 +166,12 @@ def _check(cell: str, u, w_hh, h0, c0, b_hn, lengths) -> tuple[int, int, int]:
     for name, x, shape in (("h0", h0, (B, H)), ("c0", c0, (B, H)), ("b_hn", b_hn, (H,))):
         if x is None:
             continue
-        _check_tensor(name, x, str(shape), len(shape))
-        if tuple(x.shape) != shape:
-            raise ValueError(f"{name}: expected shape {shape}, got {tuple(x.shape)}")
+        if not isinstance(x, torch.Tensor) or tuple(x.shape) != shape:  # the message is built only to raise
+            want = "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+            _check_tensor(name, x, want, len(shape))
+            raise ValueError(f"{name}: expected shape {want}, got {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise TypeError(f"{name}: expected a floating-point tensor, got {x.dtype}")
     for name, x in (("weight_hh", w_hh), ("h0", h0), ("c0", c0), ("b_hn", b_hn)):
         if x is not None and (x.device != u.device or x.dtype != u.dtype):
             raise ValueError(f"{name}: expected {u.dtype} on {u.device} (u's), got {x.dtype} on {x.device}")
@@ -132,9 +188,10 @@ def _run(cell, u, w_hh, b_hn, h0, c0, lengths, reverse, backend):
         reason = triton_reason(B, H, u.dtype, u.device)
         if reason is not None:
             raise ValueError(f"backend='triton' cannot run this input: {reason}")
-        if T == 0 or B == 0:
-            return u.new_empty(T, B, H), h0.clone(), None if c0 is None else c0.clone()
-        hs, hn, cn = _GatedScan.apply(cell, u, w_hh, b_hn, h0, c0, lengths, reverse)
+        kcell = CELLS[cell][0]
+        hs, _, _, hn, cn = torch.ops.fused_rnn.gated_scan(kcell, u, w_hh, b_hn, h0, c0, lengths, reverse)
+        if lengths is not None:  # a block stops at its longest row: what lies past a row's length is 0
+            hs = torch.where(_valid_steps(T, lengths), hs, 0)
         return hs, hn, (cn if cell == "lstm" else None)
     hs, hn, cn = gated_scan_reference(cell, u, w_hh, h0, c0, b_hn, lengths, reverse)
     if lengths is not None:

@@ -178,3 +178,52 @@ def test_t0_and_empty_batch(device):
         h0 = torch.randn(B, 8, device=device)
         hs, hn = gru_scan(u, w, b_hn, h0, backend="triton")
         assert hs.shape == (T, B, 8) and torch.equal(hn, h0)
+
+
+@pytest.mark.parametrize("cell", [0, 1], ids=["lstm", "gru"])
+@pytest.mark.parametrize("ragged", [False, True], ids=["full", "ragged"])
+def test_opcheck(cell, ragged, device):
+    """Schemas, fake kernels, autograd registration and dispatch as torch.library checks them."""
+    name = "lstm" if cell == 0 else "gru"
+    u, w, h0, c0, b_hn = [x.float() for x in _inputs(name, 4, 3, 16, device)]
+    lengths = torch.tensor([4, 1, 3], device=device) if ragged else None
+    args = (cell, u.requires_grad_(), w.requires_grad_(), None if cell == 0 else b_hn.requires_grad_(),
+            h0.requires_grad_(), c0.requires_grad_() if cell == 0 else None, lengths, True)  # fmt: skip
+    torch.library.opcheck(torch.ops.fused_rnn.gated_scan.default, args)
+    hs, cs, gates, _, _ = torch.ops.fused_rnn.gated_scan(*[a.detach() if torch.is_tensor(a) else a for a in args])
+    bargs = (
+        cell,
+        w.detach(),
+        hs,
+        cs,
+        gates,
+        h0.detach(),
+        c0.detach() if cell == 0 else None,
+        torch.randn_like(hs),
+        torch.randn_like(h0),
+        torch.randn_like(h0) if cell == 0 else None,
+        lengths,
+        True,
+    )
+    torch.library.opcheck(torch.ops.fused_rnn.gated_scan_backward.default, bargs)  # fmt: skip
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_compile_fullgraph_and_meta(cell, device):
+    args = [x.float().requires_grad_() for x in _inputs(cell, 5, 2, 16, device)]
+
+    def f(u, w, h0, c0, b_hn):
+        return _loss(_run(cell, (u, w, h0, c0, b_hn), None, False, "triton"))
+
+    eager = f(*args)
+    g_eager = torch.autograd.grad(eager, args[:3])
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")(*args)
+    g_comp = torch.autograd.grad(compiled, args[:3])
+    torch.testing.assert_close(compiled, eager, rtol=1e-6, atol=1e-6)
+    for a, b in zip(g_comp, g_eager, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    meta = [x.detach().to("meta") for x in args]
+    cellno = 0 if cell == "lstm" else 1
+    out = torch.ops.fused_rnn.gated_scan(cellno, meta[0], meta[1], None if cellno == 0 else meta[4], meta[2],
+                                         meta[3] if cellno == 0 else None, None, False)  # fmt: skip
+    assert out[0].shape == (5, 2, 16) and out[2].shape == (5, 2, 64) and out[2].dtype == torch.float32
