@@ -51,18 +51,16 @@ def convert_rnns(module: nn.Module, backend: str = "auto") -> nn.Module:
 
     Args:
         module: any module.
-        backend: the converted modules' backend ("auto", "triton" or "torch"). FusedLSTM and FusedGRU have
-            no kernels yet: with "triton" they get "auto" (PyTorch's own op), with a warning.
+        backend: the converted modules' backend ("auto", "triton" or "torch"). An LSTM with proj_size gets
+            "auto" (PyTorch's own op) for "triton", with a warning: the kernels do not run projections yet.
 
     Returns:
         `module` with its recurrent modules replaced, or a new fused module when `module` is one.
     """
-    gated = sorted({type(m).__name__ for m in module.modules() if type(m) in (nn.LSTM, nn.GRU)})
-    if backend == "triton" and gated:
+    if backend == "triton" and any(type(m) is nn.LSTM and m.proj_size for m in module.modules()):
         warnings.warn(
-            f"fused_rnn.convert_rnns: backend='triton' is not available for {' and '.join('Fused' + g for g in gated)} "
-            "yet (their kernels are not built): they get backend='auto' and run PyTorch's own op; the nn.RNNs get "
-            "'triton'",
+            "fused_rnn.convert_rnns: backend='triton' does not run LSTM's proj_size yet: LSTMs with proj_size > 0 "
+            "get backend='auto' (PyTorch's own LSTM)",
             stacklevel=2,
         )
     return _convert(module, backend, {})
@@ -93,7 +91,7 @@ def _from_nn_rnn(rnn: nn.RNNBase, backend: str) -> nn.Module:
     kw = {"nonlinearity": rnn.nonlinearity} if type(rnn) is nn.RNN else {}
     if rnn.proj_size:
         kw["proj_size"] = rnn.proj_size
-    if type(rnn) is not nn.RNN and backend == "triton":
+    if rnn.proj_size and backend == "triton":
         backend = "auto"  # convert_rnns said so once
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # nn.RNN already warned about dropout with one layer

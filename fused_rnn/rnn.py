@@ -15,6 +15,7 @@ what nn.RNN's do. ``isinstance(FusedRNN(...), nn.RNN)`` is False. `_FusedRNNBase
 from __future__ import annotations
 
 import numbers
+import types
 import warnings
 import weakref
 
@@ -24,6 +25,7 @@ from torch import _VF, Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from . import launch, ops
+from .gated_ops import gru_scan, lstm_scan
 from .ops import BACKENDS, rnn_scan
 
 #: nn.RNN raises for `proj_size` given at all, whatever its value
@@ -314,15 +316,17 @@ class FusedRNN(_FusedRNNBase):
 
 _GATED_DOC = """``torch.nn.{cls}`` with the same constructor, checks, parameters, attributes, inputs and outputs.
 
-    The forward is nn.{cls}'s own (``nn.{cls}.forward``, running PyTorch's ``aten::{op}``), so outputs, errors
-    and speed are nn.{cls}'s, bit for bit. Unlike nn.{cls}, the module compiles whole with
-    ``torch.compile(fullgraph=True)`` (dynamo refuses every ``nn.RNNBase`` instance). The fused kernels for
-    this cell are not built yet: ``backend="auto"`` and ``"torch"`` run PyTorch's op; ``"triton"`` is refused
-    at construction.
+    The forward is nn.{cls}'s own code (``nn.{cls}.forward``), so every check, error and shape is nn.{cls}'s.
+    With ``backend="auto"`` or ``"torch"`` it runs PyTorch's ``aten::{op}``, bit for bit nn.{cls} at its speed.
+    With ``backend="triton"`` the same code runs the fused kernels instead: per layer and direction one GEMM for
+    the input half of every gate, then one `fused_rnn.{op}_scan` launch (every gate's W_hh on chip, the gates'
+    pointwise math fused into the step; PackedSequence as a padded batch with per-row lengths). "auto" keeps
+    PyTorch's op until the kernels have passed the compile gate and a GPU. Unlike nn.{cls}, the module
+    compiles whole with ``torch.compile(fullgraph=True)`` (dynamo refuses every ``nn.RNNBase`` instance).
 
     Args:
         {args}
-        backend: "auto" or "torch" (the same today).
+        backend: "auto", "torch" or "triton" (see above).
 
     Shapes (D = 2 if bidirectional else 1, L = num_layers{proj}):
         input: (T, B, input_size), (B, T, input_size) with batch_first, (T, input_size) unbatched, or a
@@ -330,12 +334,40 @@ _GATED_DOC = """``torch.nn.{cls}`` with the same constructor, checks, parameters
     """
 
 
-def _refuse_triton(cls: str, backend: str) -> None:
-    if backend == "triton":
-        raise ValueError(
-            f"backend: 'triton' is not available for {cls} yet (its kernels are not built); "
-            "use 'auto' or 'torch', which run PyTorch's own op"
-        )
+class _KernelVF:
+    """Stands in for ``torch._VF`` in copies of nn.LSTM.forward / nn.GRU.forward: nn's own code, nn's own
+    arguments to ``_VF.lstm`` / ``_VF.gru``, the fused scans underneath."""
+
+    @staticmethod
+    def lstm(*args):
+        return _vf_call("lstm", args)
+
+    @staticmethod
+    def gru(*args):
+        return _vf_call("gru", args)
+
+
+def _vf_call(cell: str, args: tuple):
+    if isinstance(args[2], list):  # .input: input, hx, params, biases, layers, dropout, train, bidir, batch_first
+        input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first = args
+        batch_sizes = None
+    else:  # .data: data, batch_sizes, hx, params, biases, layers, dropout, train, bidirectional
+        input, batch_sizes, hx, params, has_biases, num_layers, dropout, train, bidirectional = args
+        batch_first = False
+    return rnn_forward(
+        input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first, batch_sizes,
+        backend="triton", cell=cell,
+    )  # fmt: skip
+
+
+def _with_kernel_vf(fn):
+    """fn's code with ``_VF`` bound to `_KernelVF`: the very same statements, the fused scans at the end."""
+    return types.FunctionType(fn.__code__, {**fn.__globals__, "_VF": _KernelVF}, fn.__name__, fn.__defaults__,
+                              fn.__closure__)  # fmt: skip
+
+
+_lstm_forward_kernels = _with_kernel_vf(nn.LSTM.forward)
+_gru_forward_kernels = _with_kernel_vf(nn.GRU.forward)
 
 
 class FusedLSTM(_FusedRNNBase):
@@ -370,13 +402,21 @@ class FusedLSTM(_FusedRNNBase):
             "LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, proj_size,
             device, dtype, backend,
         )  # fmt: skip
-        _refuse_triton("FusedLSTM", backend)
+        if backend == "triton" and proj_size > 0:
+            raise ValueError(
+                "backend: 'triton' does not run proj_size > 0 yet; use 'auto' or 'torch' (PyTorch's own LSTM)"
+            )
 
-    # nn.LSTM's own: (h, c) pairs, the cell size check, its forward (no super() in any of them)
+    # nn.LSTM's own: (h, c) pairs, the cell size check (no super() in any of them)
     get_expected_cell_size = nn.LSTM.get_expected_cell_size
     check_forward_args = nn.LSTM.check_forward_args
     permute_hidden = nn.LSTM.permute_hidden
-    forward = nn.LSTM.forward
+
+    def forward(self, input, hx=None):
+        """nn.LSTM.forward: on PyTorch's op, or with backend="triton" on the fused kernels."""
+        if self.backend == "triton":
+            return _lstm_forward_kernels(self, input, hx)
+        return nn.LSTM.forward(self, input, hx)
 
 
 class FusedGRU(_FusedRNNBase):
@@ -396,9 +436,12 @@ class FusedGRU(_FusedRNNBase):
             raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
         nn.Module.__init__(self)
         self._build("GRU", *_gru_arguments(*args, **kwargs), backend)
-        _refuse_triton("FusedGRU", backend)
 
-    forward = nn.GRU.forward
+    def forward(self, input, hx=None):
+        """nn.GRU.forward: on PyTorch's op, or with backend="triton" on the fused kernels."""
+        if self.backend == "triton":
+            return _gru_forward_kernels(self, input, hx)
+        return nn.GRU.forward(self, input, hx)
 
 
 def _gru_arguments(
@@ -471,13 +514,16 @@ def rnn_forward(
     *,
     nonlinearity: str = "tanh",
     backend: str = "auto",
-) -> tuple[Tensor, Tensor]:
-    """``aten::rnn_tanh`` / ``aten::rnn_relu`` on `rnn_scan`: the ``.input`` overload, or ``.data`` with batch_sizes.
+    cell: str = "rnn",
+) -> tuple[Tensor, ...]:
+    """``aten::rnn_tanh`` / ``rnn_relu`` / ``lstm`` / ``gru`` on the fused scans: the ``.input`` overload, or
+    ``.data`` with batch_sizes.
 
     input: (T, B, I) ((B, T, I) with batch_first), or with batch_sizes (T,) the packed data (N, I)
-    in the packed (longest-first) order; hx (D*L, B, H); params: per layer and direction
-    w_ih, w_hh[, b_ih, b_hh] (nn.RNN's ``_flat_weights``). Returns output (T, B, D*H) (as the
-    input is laid out; packed data (N, D*H) with batch_sizes) and h_n (D*L, B, H).
+    in the packed (longest-first) order; hx (D*L, B, H), for cell "lstm" the pair (h_0, c_0); params: per
+    layer and direction w_ih, w_hh[, b_ih, b_hh] (nn's ``_flat_weights``; no ``weight_hr``). Returns output
+    (T, B, D*H) (as the input is laid out; packed data (N, D*H) with batch_sizes) and h_n (D*L, B, H), and for
+    "lstm" c_n (D*L, B, H).
     """
     if batch_sizes is not None:
         # (T, B, I) and (B,) on the CPU, in the packed order: longest rows first, so each
@@ -491,17 +537,31 @@ def rnn_forward(
     per = 4 if has_biases else 2
     # lengths stay on the CPU for packing (no device sync); the kernels get a copy on x's device
     lens = None if lengths is None else lengths.to(x.device, non_blocking=True)
-    h_n = []
+    h0, c0 = hx if cell == "lstm" else (hx, None)
+    h_n, c_n = [], []
     for layer in range(num_layers):
         outs = []
         for direction in range(num_directions):
             k = layer * num_directions + direction
             w_ih, w_hh, *biases = params[k * per : (k + 1) * per]
-            # the input half of every step in one GEMM; both biases fold into it
-            u = F.linear(x, w_ih, biases[0] + biases[1] if biases else None)
-            out, hn = rnn_scan(
-                u, w_hh, hx[k], lengths=lens, reverse=direction == 1, nonlinearity=nonlinearity, backend=backend
-            )
+            reverse = direction == 1
+            if cell == "lstm":
+                u = F.linear(x, w_ih, biases[0] + biases[1] if biases else None)
+                out, hn, cn = lstm_scan(u, w_hh, h0[k], c0[k], lengths=lens, reverse=reverse, backend=backend)
+                c_n.append(cn)
+            elif cell == "gru":
+                # b_hr and b_hz fold into the input half; b_hn stays inside the reset product
+                H = w_hh.shape[1]
+                b_u = biases[0] + torch.cat([biases[1][: 2 * H], biases[1].new_zeros(H)]) if biases else None
+                u = F.linear(x, w_ih, b_u)
+                b_hn = biases[1][2 * H :] if biases else None
+                out, hn = gru_scan(u, w_hh, b_hn, h0[k], lengths=lens, reverse=reverse, backend=backend)
+            else:
+                # the input half of every step in one GEMM; both biases fold into it
+                u = F.linear(x, w_ih, biases[0] + biases[1] if biases else None)
+                out, hn = rnn_scan(
+                    u, w_hh, h0[k], lengths=lens, reverse=reverse, nonlinearity=nonlinearity, backend=backend
+                )
             outs.append(out)
             h_n.append(hn)
         x = outs[0] if num_directions == 1 else torch.cat(outs, dim=-1)
@@ -511,4 +571,6 @@ def rnn_forward(
         x = pack_padded_sequence(x, lengths, enforce_sorted=True).data
     elif batch_first:
         x = x.transpose(0, 1)
+    if cell == "lstm":
+        return x, torch.stack(h_n), torch.stack(c_n)
     return x, torch.stack(h_n)

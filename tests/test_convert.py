@@ -60,22 +60,22 @@ def test_nested_model_converted_same_parameters_outputs_and_gradients(backend, d
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model = convert_rnns(copy.deepcopy(ref), backend=backend)
-    said = [str(w.message) for w in caught if "convert_rnns" in str(w.message)]
-    assert said == ([] if backend == "torch" else [said[0]]) and all("FusedGRU and FusedLSTM" in m for m in said)
+    assert not [str(w.message) for w in caught if "convert_rnns" in str(w.message)]
     rnns = [m for m in model.modules() if type(m) in (nn.RNN, nn.LSTM, nn.GRU)]
     assert not rnns
     fused = [model.encoder, model.blocks[0], model.blocks[1]]
     assert all(type(m) is FusedRNN and m.backend == backend for m in fused)
     assert model.shared is model.blocks[0]  # a shared module stays shared
     assert type(model.lstm) is FusedLSTM and type(model.gru) is FusedGRU
-    assert model.lstm.backend == model.gru.backend == ("torch" if backend == "torch" else "auto")
+    assert model.lstm.backend == model.gru.backend == backend
     assert not model.encoder.training and model.blocks[0].training
     assert [(n, p.shape, p.dtype, p.device, p.requires_grad) for n, p in model.named_parameters()] == [
         (n, p.shape, p.dtype, p.device, p.requires_grad) for n, p in ref.named_parameters()
     ]
     assert re.sub(r"Fused(RNN|LSTM|GRU)\(", r"\1(", repr(model)).replace(f", backend='{backend}'", "") == repr(ref)
     x = torch.randn(5, 3, 3, device=device, dtype=dtype)
-    got, want = _grads(model, x), _grads(ref, x)
+    # the truth in float64: the kernels' float32 error alone is what the table bounds
+    got, want = _grads(model, x), _grads(copy.deepcopy(ref).double(), x.double())
     tol = 1e-12 if dtype == torch.float64 else TOL["fp32"]["bwd"]
     for a, b in zip(got, want, strict=True):
         assert (a is None) == (b is None)

@@ -217,12 +217,13 @@ def test_copies_pickles_dtype_moves_and_scripting(ref_cls, cls):
     assert all(a is b for a, b in zip(prepared._flat_weights, m._flat_weights, strict=True))
 
 
-@pytest.mark.parametrize("cls", [FusedLSTM, FusedGRU])
-def test_triton_backend_is_refused_until_the_kernels_exist(cls):
-    with pytest.raises(ValueError, match="backend: 'triton' is not available for Fused"):
-        cls(3, 4, backend="triton")
-    with pytest.raises(ValueError, match="backend: expected one of"):
-        cls(3, 4, backend="cuda")
+def test_backend_checks():
+    with pytest.raises(ValueError, match="backend: 'triton' does not run proj_size > 0 yet"):
+        FusedLSTM(3, 4, proj_size=2, backend="triton")
+    for cls in (FusedLSTM, FusedGRU):
+        with pytest.raises(ValueError, match="backend: expected one of"):
+            cls(3, 4, backend="cuda")
+        assert cls(3, 4, backend="triton").backend == "triton"
 
 
 def test_convert_rnns_converts_lstm_and_gru_too():
@@ -241,10 +242,56 @@ def test_convert_rnns_converts_lstm_and_gru_too():
     x = torch.randn(7, 2, 5)
     want = model(x)
     params = {n: id(p) for n, p in model.named_parameters()}
-    with pytest.warns(UserWarning, match="not available for FusedGRU and FusedLSTM yet"):
+    with pytest.warns(UserWarning, match="does not run LSTM's proj_size yet"):
         convert_rnns(model, backend="triton")
-    assert (model.rnn.backend, model.lstm.backend, model.gru.backend) == ("triton", "auto", "auto")
+    assert (model.rnn.backend, model.lstm.backend, model.gru.backend) == ("triton", "auto", "triton")
     assert (type(model.rnn), type(model.lstm), type(model.gru)) == (FusedRNN, FusedLSTM, FusedGRU)
     assert {n: id(p) for n, p in model.named_parameters()} == params and not model.gru.training
     assert model.lstm.proj_size == 2 and model.gru.dropout == 0.1
-    assert torch.equal(model(x), want)
+    torch.testing.assert_close(model(x), want, rtol=1e-5, atol=1e-5)  # the RNN and the GRU on the kernels
+
+
+KINDS = ["batched", "unbatched", "packed", "unsorted", "no_hx"]
+
+
+@pytest.mark.parametrize("ref_cls, cls", PAIRS)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("shape", ["plain", "deep"])
+def test_the_kernels_match_float64_torch(ref_cls, cls, kind, shape, poison):
+    """backend="triton" (the interpreter here): outputs and every gradient against float64 nn.LSTM / nn.GRU."""
+    from helpers import TOL, rel_err
+
+    kw = {"plain": dict(), "deep": dict(num_layers=2, bidirectional=True, batch_first=True)}[shape]
+    ref = ref_cls(5, 20, **kw).double()
+    got = cls(5, 20, backend="triton", **kw)
+    got.load_state_dict({k: v.float() for k, v in ref.state_dict().items()})
+    x, hx = _inputs(kind, ref)
+    x64 = x.double() if isinstance(x, torch.Tensor) else x._replace(data=x.data.double())
+    x32 = x.float() if isinstance(x, torch.Tensor) else x._replace(data=x.data.float())
+    hx64 = None if hx is None else (tuple(h.double() for h in hx) if isinstance(hx, tuple) else hx.double())
+    hx32 = None if hx is None else (tuple(h.float() for h in hx) if isinstance(hx, tuple) else hx.float())
+    want, out = ref(x64, hx64), got(x32, hx32)
+    assert type(out[0]) is type(want[0])
+    for a, b in zip(_flat(out), _flat(want), strict=True):
+        assert rel_err(a, b) <= TOL["fp32"]["fwd"]
+    loss = lambda o: sum((t * torch.linspace(-1, 1, t.numel(), dtype=t.dtype).reshape(t.shape)).sum()  # noqa: E731
+                         for t in _flat(o))  # fmt: skip
+    g_w = torch.autograd.grad(loss(want), list(ref.parameters()))
+    g_g = torch.autograd.grad(loss(out), list(got.parameters()))
+    for (name, _), a, b in zip(ref.named_parameters(), g_g, g_w, strict=True):
+        assert rel_err(a, b) <= TOL["fp32"]["bwd"], name
+
+
+@pytest.mark.parametrize("ref_cls, cls", PAIRS)
+def test_the_kernel_path_raises_as_torch(ref_cls, cls):
+    ref, got = ref_cls(5, 4, num_layers=2), cls(5, 4, num_layers=2, backend="triton")
+    got.load_state_dict(ref.state_dict())
+    lstm = ref_cls is nn.LSTM
+    h = torch.randn(2, 3, 4)
+    for x, hx in [
+        (torch.randn(6, 3, 5), (torch.randn(2, 2, 4), h) if lstm else torch.randn(2, 2, 4)),
+        (torch.randn(6, 5), (h, h) if lstm else h),
+        (torch.randn(6, 3, 7), None),
+        (torch.randn(0, 3, 5), None),  # T = 0
+    ]:
+        assert _outcome(lambda x=x, hx=hx: got(x, hx)) == _outcome(lambda x=x, hx=hx: ref(x, hx))
