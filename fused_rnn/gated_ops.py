@@ -17,9 +17,59 @@ from .ops import BACKENDS, _check_lengths, _check_tensor, _valid_steps
 from .reference import gated_scan_reference
 
 CELLS = {"lstm": (0, 4), "gru": (1, 3)}  # name -> (kernel CELL, gates G)
-#: the largest padded H the single-program gated kernels take (every gate's W_hh held on chip)
-MAX_BLOCK_H = 64
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+GATED_BLOCK_B = 16
+#: (backward, dot kind, BH) -> warps per program: per entry the fewest loop instructions among the warp counts
+#: that spill nowhere (2, 4, 8 and 16 were built by the compile gate for every card and class; NOTES 16). A BH
+#: missing for a kind has no spill-free build: float32 IEEE dots at BH = 64 spill at every count.
+GATED_WARPS = {
+    (False, "ieee", 16): 4, (False, "ieee", 32): 4,
+    (False, "tf32", 16): 8, (False, "tf32", 32): 8, (False, "tf32", 64): 8,
+    (False, "half", 16): 8, (False, "half", 32): 8, (False, "half", 64): 16,
+    (True, "ieee", 16): 8, (True, "ieee", 32): 4,
+    (True, "tf32", 16): 8, (True, "tf32", 32): 8, (True, "tf32", 64): 8,
+    (True, "half", 16): 8, (True, "half", 32): 8, (True, "half", 64): 8,
+}  # fmt: skip
+#: (BH, dot kind) -> shared memory of the larger of the two kernels, bytes: the compile gate's measurement
+#: (tests/test_compile_gate.py checks this table against it); a card runs a BH whose entry fits its limit
+GATED_SHARED_BYTES = {
+    (16, "half"): 12288, (32, "half"): 33792, (64, "half"): 82944,
+    (16, "ieee"): 23552, (32, "ieee"): 54272,
+    (16, "tf32"): 20480, (32, "tf32"): 54272, (64, "tf32"): 140288,
+}  # fmt: skip
+#: the largest padded H of any gated build
+MAX_BLOCK_H = 64
+
+
+def _kind(dtype: torch.dtype, prec: str) -> str:
+    return prec if dtype == torch.float32 else "half"
+
+
+def gated_warps(backward: bool, dtype: torch.dtype, prec: str, block_h: int) -> int:
+    """Warps per program of the forward or backward gated kernel for this dtype, dot precision and BH."""
+    return GATED_WARPS[backward, _kind(dtype, prec), block_h]
+
+
+def _fits(capability: tuple[int, int], dtype: torch.dtype, prec: str, block_h: int) -> bool:
+    from .dispatch import SMEM_LIMIT
+
+    key = (block_h, _kind(dtype, prec))
+    return key in GATED_SHARED_BYTES and GATED_SHARED_BYTES[key] <= SMEM_LIMIT[capability]
+
+
+def all_gated_configs() -> list[tuple[tuple[int, int], torch.dtype, str, int]]:
+    """(capability, dtype, dot precision, BH) of every gated kernel build the runtime can launch."""
+    from .dispatch import SMEM_LIMIT
+
+    precisions = {torch.float32: ("ieee", "tf32"), torch.float16: ("ieee",), torch.bfloat16: ("ieee",)}
+    return [
+        (cap, dtype, prec, bh)
+        for cap in SMEM_LIMIT
+        for dtype, precs in precisions.items()
+        for prec in precs
+        for bh in (16, 32, 64)
+        if _fits(cap, dtype, prec, bh)
+    ]
 
 
 def _block_h(H: int) -> int:
@@ -33,22 +83,40 @@ def _dot_precision(dtype: torch.dtype) -> str:
 
 
 def triton_reason(B: int, H: int, dtype: torch.dtype, device: torch.device) -> str | None:
-    """Why the gated kernels cannot run a (B, H) recurrence of `dtype` on `device`, or None."""
+    """Why the gated kernels cannot run a (B, H) recurrence of `dtype` on `device`, or None. Metadata only."""
+    from .dispatch import DEFAULT_CAPABILITY
+
     reason = launch.unavailable_reason(device)
     if reason is not None:
         return reason
     if dtype not in _DTYPES:
         return f"{dtype} runs on the torch path (the kernels take float32, float16 and bfloat16)"
-    if _block_h(H) > MAX_BLOCK_H:
-        return f"H = {H} is over the single-program gated kernels' limit of {MAX_BLOCK_H}"
     if B * 4 * H >= 2**31:
         return f"B * 4H = {B * 4 * H} is over the kernels' limit of 2**31 - 1 elements per step"
+    # under torch.compile no device property or precision setting is read: sm_90's table and the widest
+    # precision; the op itself raises at run time for what its kernels then cannot take (`_kernel_args`)
+    compiling = torch.compiler.is_compiling()
+    capability = (None if compiling else launch.device_key(device)[0]) or DEFAULT_CAPABILITY
+    prec = "tf32" if compiling and dtype == torch.float32 else _dot_precision(dtype)
+    bh = _block_h(H)
+    if bh > MAX_BLOCK_H or not _fits(capability, dtype, prec, bh):
+        largest = max((b for b in (16, 32, 64) if _fits(capability, dtype, prec, b)), default=0)
+        return (
+            f"H = {H} is over the single-program gated kernels' limit of {largest} for {dtype} "
+            f"({prec} dots) on sm_{capability[0]}{capability[1]}"
+        )
     return None
 
 
-def _kernel_args(u: torch.Tensor, H: int) -> tuple[int, int, str]:
-    """Block rows, padded H and the dot precision: from shapes and the matmul precision, no device read."""
-    return 16, _block_h(H), _dot_precision(u.dtype)
+def _kernel_args(u: torch.Tensor, H: int, backward: bool) -> tuple[int, int, str, int]:
+    """Block rows, padded H, the dot precision and warps: from shapes and the matmul precision, no device read."""
+    bh, prec = _block_h(H), _dot_precision(u.dtype)
+    if (backward, _kind(u.dtype, prec), bh) not in GATED_WARPS:
+        raise ValueError(
+            f"no gated kernel build for H = {H} with {u.dtype} ({prec} dots); allow TF32 "
+            "(torch.set_float32_matmul_precision('high')) or use backend='torch'"
+        )
+    return GATED_BLOCK_B, bh, prec, gated_warps(backward, u.dtype, prec, bh)
 
 
 @torch.library.custom_op(
@@ -67,11 +135,11 @@ def _gated_scan(cell, u, w_hh, b_hn, h0, c0, lengths, reverse):
         return (u.new_empty(T, B, H), u.new_empty((T, B, H) if lstm else (0,)),
                 u.new_empty(T, B, 4 * H, dtype=torch.float32), h0.clone(),
                 c0.clone() if lstm else u.new_empty(0))  # fmt: skip
-    bb, bh, prec = _kernel_args(u, H)
+    bb, bh, prec, warps = _kernel_args(u, H, False)
     return launch.gated_forward(
         cell, u.contiguous(), w_hh.contiguous(), None if b_hn is None else b_hn.contiguous(), h0.contiguous(),
         None if c0 is None else c0.contiguous(), None if lengths is None else lengths.contiguous(), reverse,
-        bb, bh, prec,
+        bb, bh, prec, warps,
     )  # fmt: skip
 
 
@@ -98,7 +166,7 @@ def _gated_scan_backward(cell, w_hh, hs, cs, gates, h0, c0, dhs, dhn, dcn, lengt
         dh0 = hs.new_zeros(B, H) if dhn is None else dhn.clone()
         dc0 = (hs.new_zeros(B, H) if dcn is None else dcn.clone()) if cell == 0 else hs.new_empty(0)
         return hs.new_zeros(T, B, 4 * H, dtype=torch.float32), dh0, dc0
-    bb, bh, prec = _kernel_args(hs, H)
+    bb, bh, prec, warps = _kernel_args(hs, H, True)
 
     def c(x):
         return None if x is None else x.contiguous()
@@ -106,6 +174,7 @@ def _gated_scan_backward(cell, w_hh, hs, cs, gates, h0, c0, dhs, dhn, dcn, lengt
     return launch.gated_backward(
         cell, w_hh.contiguous(), hs.contiguous(), cs.contiguous() if cell == 0 else None, gates.contiguous(),
         h0.contiguous(), c(c0), c(dhs), c(dhn), c(dcn) if cell == 0 else None, c(lengths), reverse, bb, bh, prec,
+        warps,
     )  # fmt: skip
 
 

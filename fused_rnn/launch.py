@@ -320,6 +320,7 @@ def gated_forward(
     block_b: int,
     block_h: int,
     dot_precision: str,
+    num_warps: int = 4,
 ) -> tuple[torch.Tensor, ...]:
     """LSTM (cell 0) or GRU (cell 1), single program: hs, cs (LSTM; else an empty tensor), gates (T, B, 4H)
     float32, h_n, c_n (LSTM; else empty). T >= 1 and B >= 1; every tensor contiguous."""
@@ -340,7 +341,7 @@ def gated_forward(
             h0 if lengths is None else lengths, hs, hs if cs.numel() == 0 else cs, gates, hn,
             hn if cn.numel() == 0 else cn, T, B, H,
             BB=block_b, BH=block_h, DOT_PRECISION=dot_precision, CELL=cell, REVERSE=reverse,
-            HAS_LENGTHS=lengths is not None,
+            HAS_LENGTHS=lengths is not None, num_warps=num_warps,
         )  # fmt: skip
     return hs, cs, gates, hn, cn
 
@@ -361,6 +362,7 @@ def gated_backward(
     block_b: int,
     block_h: int,
     dot_precision: str,
+    num_warps: int = 4,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """da (T, B, 4H) float32 (see kernels/gated_recurrent.py), d h0 and d c0 (LSTM; else empty), in hs's dtype."""
     GATED_CALLS["backward"] += 1
@@ -377,6 +379,6 @@ def gated_backward(
             hs if lengths is None else lengths, da, dh0, dh0 if dc0.numel() == 0 else dc0, T, B, H,
             BB=block_b, BH=block_h, DOT_PRECISION=dot_precision, CELL=cell, REVERSE=reverse,
             HAS_LENGTHS=lengths is not None, HAS_DHS=dhs is not None, HAS_DHN=dhn is not None,
-            HAS_DCN=dcn is not None,
+            HAS_DCN=dcn is not None, num_warps=num_warps,
         )  # fmt: skip
     return da, dh0, dc0

@@ -32,8 +32,8 @@ import triton.language as tl
 
 from .utils import block_steps, cast, dot_f32, tanh_f32
 
-LSTM = 0
-GRU = 1
+# CELL values: 0 = LSTM, 1 = GRU (literals in the kernels: a plain module global cannot be read in @jit code,
+# and a tl.constexpr global would enter the cache keys unevenly, see utils.interpreted)
 
 
 @triton.jit
@@ -79,9 +79,9 @@ def _gru_step(b_h, b_u0, b_u1, b_u2, b_bn, b_w0, b_w1, b_w2, m_bh, DOT_PRECISION
 def gated_recurrent_fwd_kernel(
     u,  # (T, B, G*H): the input half of every gate
     w,  # (G*H, H): W_hh as nn.LSTM / nn.GRU store it
-    b_hn,  # (H,): GRU's b_hn, read only when CELL == GRU
+    b_hn,  # (H,): GRU's b_hn, read only when CELL == 1
     h0,  # (B, H)
-    c0,  # (B, H): LSTM's c_0, read only when CELL == LSTM
+    c0,  # (B, H): LSTM's c_0, read only when CELL == 0
     lengths,  # (B,) int: valid steps per row, read only when HAS_LENGTHS
     hs,  # (T, B, H) out: h after every step
     cs,  # (T, B, H) out: LSTM's c after every step (not written for GRU)
@@ -98,7 +98,7 @@ def gated_recurrent_fwd_kernel(
     REVERSE: tl.constexpr,
     HAS_LENGTHS: tl.constexpr,
 ):
-    G: tl.constexpr = 4 if CELL == LSTM else 3
+    G: tl.constexpr = 4 if CELL == 0 else 3
     o_b = tl.program_id(0) * BB + tl.arange(0, BB)
     o_h = tl.arange(0, BH)
     m_b = o_b < B
@@ -113,7 +113,7 @@ def gated_recurrent_fwd_kernel(
     b_w0 = _gate_t(w, 0, H, o_h, m_hh)  # [BH, BH]
     b_w1 = _gate_t(w, 1, H, o_h, m_hh)
     b_w2 = _gate_t(w, 2, H, o_h, m_hh)
-    if CELL == LSTM:
+    if CELL == 0:
         b_w3 = _gate_t(w, 3, H, o_h, m_hh)
         b_c = tl.load(c0 + o_bh, mask=m_bh, other=0.0).to(tl.float32)  # [BB, BH]
     else:
@@ -131,7 +131,7 @@ def gated_recurrent_fwd_kernel(
         b_u1 = tl.load(p_u + H, mask=m_bh, other=0.0).to(tl.float32)
         b_u2 = tl.load(p_u + 2 * H, mask=m_bh, other=0.0).to(tl.float32)
         p_g = gates + o_s * (4 * H) + o_b4
-        if CELL == LSTM:
+        if CELL == 0:
             b_u3 = tl.load(p_u + 3 * H, mask=m_bh, other=0.0).to(tl.float32)
             h_new, c_new, b_q0, b_q1, b_q2, b_q3 = _lstm_step(
                 b_h, b_c, b_u0, b_u1, b_u2, b_u3, b_w0, b_w1, b_w2, b_w3, m_bh, DOT_PRECISION
@@ -143,21 +143,21 @@ def gated_recurrent_fwd_kernel(
         if HAS_LENGTHS:
             m_v = (s < b_len)[:, None]  # a padded step keeps the state
             b_h = tl.where(m_v, h_new, b_h)
-            if CELL == LSTM:
+            if CELL == 0:
                 b_c = tl.where(m_v, c_new, b_c)
         else:
             b_h = h_new
-            if CELL == LSTM:
+            if CELL == 0:
                 b_c = c_new
         tl.store(hs + o_s * H + o_bh, cast(b_h, hs.dtype.element_ty), mask=m_bh)
-        if CELL == LSTM:
+        if CELL == 0:
             tl.store(cs + o_s * H + o_bh, cast(b_c, cs.dtype.element_ty), mask=m_bh)
         tl.store(p_g, b_q0, mask=m_bh)  # gates stay float32: the backward's derivatives read them
         tl.store(p_g + H, b_q1, mask=m_bh)
         tl.store(p_g + 2 * H, b_q2, mask=m_bh)
         tl.store(p_g + 3 * H, b_q3, mask=m_bh)
     tl.store(hn + o_bh, cast(b_h, hn.dtype.element_ty), mask=m_bh)
-    if CELL == LSTM:
+    if CELL == 0:
         tl.store(cn + o_bh, cast(b_c, cn.dtype.element_ty), mask=m_bh)
 
 
@@ -223,7 +223,7 @@ def gated_recurrent_bwd_kernel(
     b_w0 = _gate(w, 0, H, o_h, m_hh)
     b_w1 = _gate(w, 1, H, o_h, m_hh)
     b_w2 = _gate(w, 2, H, o_h, m_hh)
-    if CELL == LSTM:
+    if CELL == 0:
         b_w3 = _gate(w, 3, H, o_h, m_hh)
         b_c0 = tl.load(c0 + o_bh, mask=m_bh, other=0.0).to(tl.float32)
         b_dc = tl.zeros([BB, BH], dtype=tl.float32)
@@ -253,7 +253,7 @@ def gated_recurrent_bwd_kernel(
         b_q1 = tl.load(p_g + H, mask=m_bh, other=0.0)
         b_q2 = tl.load(p_g + 2 * H, mask=m_bh, other=0.0)
         b_q3 = tl.load(p_g + 3 * H, mask=m_bh, other=0.0)
-        if CELL == LSTM:
+        if CELL == 0:
             b_c = tl.load(cs + o_s * H + o_bh, mask=m_bh, other=0.0).to(tl.float32)
             b_cp = tl.load(cs + o_p * H + o_bh, mask=m_bh & (i > 0), other=0.0).to(tl.float32)
             b_cp = tl.where(first, b_c0, b_cp)
@@ -274,11 +274,11 @@ def gated_recurrent_bwd_kernel(
             b_da2 = tl.where(m_v, b_da2, 0.0)
             b_da3 = tl.where(m_v, b_da3, 0.0)
             b_carry = tl.where(m_v, b_dhp, b_dh)
-            if CELL == LSTM:
+            if CELL == 0:
                 b_dc = tl.where(m_v, b_dcp, b_dc)
         else:
             b_carry = b_dhp
-            if CELL == LSTM:
+            if CELL == 0:
                 b_dc = b_dcp
         p_d = da + o_s * (4 * H) + o_b4
         tl.store(p_d, cast(b_da0, da.dtype.element_ty), mask=m_bh)
@@ -286,5 +286,5 @@ def gated_recurrent_bwd_kernel(
         tl.store(p_d + 2 * H, cast(b_da2, da.dtype.element_ty), mask=m_bh)
         tl.store(p_d + 3 * H, cast(b_da3, da.dtype.element_ty), mask=m_bh)
     tl.store(dh0 + o_bh, cast(b_carry, dh0.dtype.element_ty), mask=m_bh)
-    if CELL == LSTM:
+    if CELL == 0:
         tl.store(dc0 + o_bh, cast(b_dc, dc0.dtype.element_ty), mask=m_bh)

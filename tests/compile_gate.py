@@ -97,6 +97,15 @@ ARGS = {
     "split_recurrent_bwd_step_kernel": (
         "w:in hs:new dhs:in dhn:in lengths:lengths dh:dh da:new dh0:new i:step T:step B:B H:H"
     ),
+    # LSTM / GRU (fused_rnn/gated_ops.py): "gates" the launcher's float32 (T, B, 4H) buffers; b_hn and c0 (the
+    # cell's other one is aliased to h0) are the caller's
+    "gated_recurrent_fwd_kernel": (
+        "u:in w:in b_hn:in h0:in c0:in lengths:lengths hs:new cs:new gates:gates hn:new cn:new T:step B:B H:H"
+    ),
+    "gated_recurrent_bwd_kernel": (
+        "w:in hs:new cs:new gates:gates h0:in c0:in dhs:in dhn:in dcn:in lengths:lengths da:gates dh0:new dc0:new "
+        "T:step B:B H:H"
+    ),
     # generation (fused_rnn/generate.py): "seed" the (1,) int64 seed, "tokens" the int64 tokens, "logp" the
     # float32 log-probabilities (with RETURN_LOGP; else the tokens), "float" 1 / temperature, "V" V
     "generate_kernel": (
@@ -130,7 +139,11 @@ KERNELS = {
         "split_recurrent_bwd_step_kernel",
     ),
 }
-LOOPING = {"fused_recurrent_fwd_kernel", "fused_recurrent_bwd_kernel", "generate_kernel"} | {
+#: The LSTM / GRU kernels (mode "gated"): every config of `fused_rnn.gated_ops.all_gated_configs`, both cells,
+#: per-row lengths and reverse on (and every gradient input in the backward), in `GATED_SPECS`.
+GATED_KERNELS = ("gated_recurrent_fwd_kernel", "gated_recurrent_bwd_kernel")
+GATED_SPECS = ("b16.h16.aligned", "b.h.misaligned", "b1.h16.misaligned")
+LOOPING = {"fused_recurrent_fwd_kernel", "fused_recurrent_bwd_kernel", "generate_kernel", *GATED_KERNELS} | {
     "split_recurrent_fwd_kernel",
     "split_recurrent_bwd_kernel",
 }
@@ -189,6 +202,8 @@ def _args(kernel: str, dtype, B: int, H: int, aligned: bool, flags: dict, V: int
             out.append(tensor(torch.float32 if flags["RETURN_LOGP"] else torch.int64, False))
         elif role == "count":
             out.append(tensor(torch.int32, False))
+        elif role == "gates":
+            out.append(tensor(torch.float32, False))
         elif role == "lengths":
             alias = LENGTHS_ALIAS["bwd" if "bwd" in kernel else "fwd"]
             has = flags["HAS_LENGTHS"]
@@ -260,8 +275,43 @@ def _families(quick: bool = False) -> list[dict]:
                             )
                         )  # fmt: skip
     jobs += _gen_families()
+    jobs += _gated_families()
     # biggest first, so that the pool does not end on one long compile
     return sorted(jobs, key=lambda j: -j["block_h"] * (2 if j["dtype"] == "fp32" else 1))
+
+
+def _gated_families() -> list[dict]:
+    """The LSTM / GRU kernels' jobs: every (dtype, precision, BH) config, both cells, on every card group."""
+    from fused_rnn.gated_ops import GATED_BLOCK_B, all_gated_configs
+
+    configs: dict = {}
+    for cap, dtype, prec, bh in all_gated_configs():
+        configs.setdefault((str(dtype), dtype, prec, bh), []).append(cap[0] * 10 + cap[1])
+    from fused_rnn.gated_ops import gated_warps
+
+    jobs = []
+    for (dtype, torch_dtype, prec, bh), ccs in configs.items():
+        groups = [sorted(c for c in ccs if c in SAME_PTX)] + [[c] for c in sorted(ccs) if c not in SAME_PTX]
+        for kernel in GATED_KERNELS:
+            bwd = "bwd" in kernel
+            warps = gated_warps(bwd, torch_dtype, prec, bh)
+            for cell, name in ((0, "lstm"), (1, "gru")):
+                cex = dict(BB=GATED_BLOCK_B, BH=bh, DOT_PRECISION=prec, CELL=cell, REVERSE=True, HAS_LENGTHS=True)
+                if bwd:
+                    cex.update(HAS_DHS=True, HAS_DHN=True, HAS_DCN=cell == 0)
+                all_specs = specs("single", bh)
+                for spec in GATED_SPECS:
+                    B, H, aligned = all_specs[spec]
+                    for group in (g for g in groups if g):
+                        jobs.append(
+                            dict(
+                                dtype=TRITON_DTYPE[dtype], torch_dtype=dtype, precision=prec, mode="gated",
+                                block_h=bh, block_n=bh, num_warps=warps, split_k=1, maxnreg=None, kernel=kernel,
+                                features=f"{name}-lengths-reverse", spec=spec, B=B, H=H, aligned=aligned,
+                                ccs=group, kwargs=dict(cex, num_warps=warps), verify=False,
+                            )
+                        )  # fmt: skip
+    return jobs
 
 
 def _gen_families() -> list[dict]:

@@ -38,9 +38,18 @@ def all_rows() -> list[dict]:
 @pytest.fixture(scope="module")
 def gate_results(all_rows) -> list[dict]:
     """The recurrence kernels' rows."""
-    rows = [r for r in all_rows if r["mode"] != "generate"]
+    rows = [r for r in all_rows if r["mode"] not in ("generate", "gated")]
     if not rows:
         pytest.skip("GATE_KERNELS left out the recurrence kernels")
+    return rows
+
+
+@pytest.fixture(scope="module")
+def gated_results(all_rows) -> list[dict]:
+    """The LSTM / GRU kernels' rows (mode "gated")."""
+    rows = [r for r in all_rows if r["mode"] == "gated"]
+    if not rows:
+        pytest.skip("GATE_KERNELS left out the LSTM / GRU kernels")
     return rows
 
 
@@ -386,3 +395,53 @@ def test_gate_arguments_follow_the_generation_launches(monkeypatch):
                     assert isinstance(value, float), (name, arg)
                 else:
                     assert isinstance(value, int) and not isinstance(value, bool), (name, arg)
+
+
+# ------------------------------------------------------------------------------------------ LSTM / GRU kernels
+
+
+def test_every_gated_config_was_built_for_every_card(gated_results):
+    """Every (card, dtype, precision, BH, warps) the runtime can launch, both kernels, both cells, every class."""
+    from fused_rnn.gated_ops import all_gated_configs, gated_warps
+
+    built = {}
+    for r in gated_results:
+        key = (r["capability"], r["dtype"], r["precision"], r["block_h"], r["kernel"], r["num_warps"])
+        built.setdefault(key, set()).add(r["variant"])
+    want = {}
+    for cap, dtype, prec, bh in all_gated_configs():
+        for kernel in gate.GATED_KERNELS:
+            warps = gated_warps(kernel.endswith("bwd_kernel"), dtype, prec, bh)
+            want[(_cc(cap), DTYPE[str(dtype)], prec, bh, kernel, warps)] = {
+                f"{cell}-lengths-reverse:{spec}" for cell in ("lstm", "gru") for spec in gate.GATED_SPECS
+            }
+    assert built == want
+
+
+def test_gated_kernels_do_not_spill_and_fit_the_card(gated_results):
+    spills = [f"{_name(r)}: {r['spill_bytes']} B" for r in gated_results if r["spill_bytes"]]
+    over = [f"{_name(r)}: {r['shared_bytes']} > {r['smem_limit']}" for r in gated_results
+            if r["shared_bytes"] > r["smem_limit"]]  # fmt: skip
+    assert not spills, spills
+    assert not over, over
+
+
+def test_gated_shared_memory_table_is_the_gates(gated_results):
+    """`GATED_SHARED_BYTES` (which decides what fits each card) is the largest the gate measured per entry."""
+    from fused_rnn.gated_ops import GATED_SHARED_BYTES
+
+    measured: dict = {}
+    for r in gated_results:
+        key = (r["block_h"], _kind(r))
+        measured[key] = max(measured.get(key, 0), r["shared_bytes"])
+    assert measured == {k: v for k, v in GATED_SHARED_BYTES.items() if k in measured}
+
+
+def test_gated_time_loop_and_tensor_cores(gated_results):
+    for r in gated_results:
+        loop = r["loop"]
+        # the step's stores and dots are in the loop (ptxas moves some fp32 builds' u loads out of LDG's count)
+        assert loop["scope"] == "time loop" and loop["STG"] >= 4 and loop["instructions"] > 100, _name(r)
+        assert loop["HMMA"] + loop["HGMMA"] + loop["FFMA"] > 0, _name(r)
+        if _kind(r) != "ieee":
+            assert r["tensor_cores"] and loop["HMMA"] + loop["HGMMA"] > 0, _name(r)
