@@ -316,11 +316,13 @@ def _demo_report(cfg: TrainConfig) -> str:
     """`fused-rnn inspect` on the demo's checkpoint and the last 2,000 characters of its (held-out) text."""
     ckpt = Path(cfg.out) / "checkpoint.pt"
     out = Path(cfg.out) / "inspect"
-    from .inspector import held_out_text, inspect_checkpoint
+    from .inspector import held_out_part, inspect_checkpoint
 
-    inspect_checkpoint(ckpt, held_out_text(ckpt, 2000), out, device=cfg.device)
+    text, training = held_out_part(ckpt, 2000)
+    data = inspect_checkpoint(ckpt, text, out, device=cfg.device, training_chars=training)
+    what = "held-out characters" if not training else f"characters ({data['training_chars']:,} of them training text)"
     return (
-        f"inspect: the model's insides on 2,000 held-out characters, one interactive page: open "
+        f"inspect: the model's insides on {data['length']:,} {what}, one interactive page: open "
         f"{out / 'index.html'} in a browser (offline)"
     )
 
@@ -437,4 +439,10 @@ def _main(argv: list[str]) -> int:
         if line is None:
             raise
         print(f"error: {line}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file that cannot be written or read: a full disk, a folder in a file's place
+        if isinstance(exc, BrokenPipeError):
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2

@@ -135,7 +135,8 @@ def build_payload(
 
 def _json_for_script(obj) -> str:
     """JSON that cannot end its <script> element early: every '<' is written as \\u003c."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
+    # allow_nan=False: a NaN would be written as a bare NaN, which JSON.parse refuses (the page would not load)
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
 
 
 def render(payload: dict) -> str:
@@ -206,7 +207,8 @@ aria-label="the cell unrolled around the character"></svg>
 <h2>3. The hidden state over the whole text</h2>
 <p>Every unit (rows, in clustered order: units that move together sit together) over all {m["N"]:,} characters
 (columns). Click to pick a unit and a character; the blue lines mark them.</p>
-<div class="wide"><canvas id="heat" aria-label="heat map of h, units by characters"></canvas></div>
+<div class="wide"><canvas id="heat" tabindex="0"
+aria-label="heat map of h, units by characters; arrows move the picked unit and character"></canvas></div>
 
 <h2>4. Every unit</h2>
 <p>Click a column to sort, a row (or Enter) to pick the unit. <i>best class</i>: the character class it follows best

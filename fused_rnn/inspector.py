@@ -616,6 +616,12 @@ def inspect_checkpoint(
         or any(getattr(initial[k], "shape", None) != ckpt["model"][k].shape for k in ckpt["model"])
     ):
         raise CheckpointError(f"checkpoint: {checkpoint} is damaged: its step-0 weights do not fit its model")
+    for which, state in (("weights", ckpt["model"]), ("step-0 weights", initial or {})):
+        bad = [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not v.isfinite().all()]
+        if bad:
+            raise CheckpointError(
+                f"checkpoint: {checkpoint} has non-finite {which} (NaN or inf in {', '.join(bad)}): nothing to inspect"
+            )
     text = text[:length]
     missing = vocab.unknown(text)
     if missing:
@@ -808,8 +814,8 @@ def inspect_command(
     )
     page = Path(out) / "index.html"
     best = ", ".join(f"u{m['unit']} {m['class']} r={m['correlation']:+.2f}" for m in data["units"][:3])
-    extra = [f for f in data["files"] if f != "index.html"]
-    also = f" (and {', '.join(extra[:1])}{' and ' + str(len(data['figures'])) + ' PNGs' if data['figures'] else ''})"
+    extra = (["inspect.json"] if write_json else []) + ([f"{len(data['figures'])} PNGs"] if data["figures"] else [])
+    also = f" (and {' and '.join(extra)})"
     return (
         f"inspected {data['length']} characters in {data['seconds']:.1f}s ({data['device']}, {data['backend']}): "
         f"{data['summary']['mean_nats']:.3f} nats/char, spectral radius of W_h {data['spectral_radius']:.3f}\n"

@@ -280,3 +280,26 @@ def test_without_matplotlib(tmp_path, capsys, monkeypatch):
     assert code == 2 and err.count("\n") == 1
     assert err.startswith("error: ") and 'pip install "fused_rnn[plot]"' in err
     assert not (tmp_path / "o2").exists()
+
+
+def test_hostile_outputs_and_weights_end_in_one_line(tmp_path, capsys):
+    """A folder where index.html goes, and NaN weights: one error line, exit 2, no traceback."""
+    ck = make_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    (tmp_path / "o" / "index.html").mkdir(parents=True)
+    code, _, err = run_cli(["inspect", "--checkpoint", ck, "--prime", "def f", "--out", tmp_path / "o"], capsys)
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "index.html" in err, err
+    state = torch.load(ck, weights_only=True)
+    state["model"]["l_hidden.weight"][0, 0] = float("nan")
+    del state["digest"]
+    torch.save(state, ck)
+    code, _, err = run_cli(["inspect", "--checkpoint", ck, "--prime", "def f", "--out", tmp_path / "o2"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "non-finite weights" in err and "l_hidden.weight" in err, err
+    assert not (tmp_path / "o2").exists()
+
+
+def test_the_report_line_names_what_was_written(tmp_path, capsys):
+    ck = make_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    argv = ["inspect", "--checkpoint", ck, "--prime", TEXT[:30], "--out", tmp_path / "o", "--device", "cpu", "--png"]
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert f"(and {len(FIGURES)} PNGs)" in out and "cell.png" not in out

@@ -538,3 +538,54 @@ def test_hostile_text_renders_whole(tmp_path):
         b.hover(char(text.index("🙂")))
         assert b.js("document.getElementById('ci-char').textContent") == "🙂"
         assert not b.console, b.console
+
+
+@needs_chromium
+def test_a_long_text_loads_and_the_heat_map_stays_drawable(tmp_path):
+    """70,000 characters: more elements than a spread call takes, a heat map wider than a canvas may be."""
+    n, h, v = 70_000, 4, 6
+    rng = np.random.default_rng()
+    text = "".join(rng.choice(list("abcde\n"), n))
+    vocab = sorted(set(text))
+    tokens = np.array([vocab.index(c) for c in text])
+    state = {
+        "e.weight": rng.standard_normal((v, 3)),
+        "l_in.weight": rng.standard_normal((h, 3)),
+        "l_in.bias": rng.standard_normal(h),
+        "l_hidden.weight": rng.standard_normal((h, h)),
+        "l_hidden.bias": rng.standard_normal(h),
+        "l_out.weight": rng.standard_normal((v, h)),
+        "l_out.bias": rng.standard_normal(v),
+    }
+    meta = dict(checkpoint="long.pt", step=1, N=n, H=h, V=v, E=3, n_params=1, device="cpu", backend="torch")
+    meta.update(spectral_radius=1.0, source=None, training_chars=0, mean_nats=1.0, bits_per_char=1.0)
+    payload = inspect_page.build_payload(
+        meta=meta, vocab=vocab, tokens=tokens, hs=np.tanh(rng.standard_normal((n, h))),
+        logp=np.log(rng.dirichlet(np.ones(v), size=n)), features=char_classes(text), feature_doc={},
+        unit_order=np.arange(h), grad_curve=None, trained=state, initial=None,
+    )  # fmt: skip
+    inspect_page.write(tmp_path / "index.html", payload)
+    with Browser(tmp_path / "profile") as b:
+        b.open((tmp_path / "index.html").as_uri())
+        assert b.js("document.body.dataset.ready") == "1", b.console
+        assert b.js("document.querySelectorAll('#text span').length") == n
+        assert b.js("document.getElementById('heat').width") == 16384
+        b.click(char(n - 1))
+        assert b.js("+document.getElementById('ci').dataset.t") == n - 1
+        assert not b.console, b.console
+
+
+@needs_chromium
+def test_a_drag_released_outside_the_text_selects_what_was_dragged(run, browser):
+    b = browser
+    x0, y0 = b.center(char(20))
+    b.mouse("mouseMoved", x0, y0)
+    b.mouse("mousePressed", x0, y0, 1)
+    x1, y1 = b.js(
+        f"(() => {{ const r = document.querySelector('{char(26)}').getBoundingClientRect();"
+        "return [r.left + r.width / 2, r.top + r.height / 2]; })()"
+    )
+    b.mouse("mouseMoved", x1, y1, 1)
+    b.mouse("mouseMoved", 1270, 5, 1)  # off the text, then released there
+    b.mouse("mouseReleased", 1270, 5)
+    assert b.js("JSON.parse(document.getElementById('sm-result').dataset.sel)") == [20, 26]

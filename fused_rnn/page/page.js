@@ -207,7 +207,7 @@
         let y = matvec(C, H, H, w);
         for (const q of comps) { const d = q.reduce((s, qi, i) => s + qi * y[i], 0); y = y.map((yi, i) => yi - d * q[i]); }
         const ny = norm(y);
-        if (ny === 0) break;
+        if (ny === 0) { w = new Float64Array(H); lam = 0; break; } // no variance left (H = 1): a zero component
         y = y.map((yi) => yi / ny);
         const diff = y.reduce((s, yi, i) => s + (yi - w[i]) ** 2, 0);
         w = y; lam = ny;
@@ -312,7 +312,9 @@
     if (c === "\n") sp.className = "nl";
     return sp;
   });
-  textBox.append(...spans);
+  const frag = document.createDocumentFragment(); // no spread: a long text is more arguments than a call takes
+  for (const sp of spans) frag.append(sp);
+  textBox.append(frag);
   const capNats = Math.log(V);
   function paintText() {
     const v = cur(), t0 = shownT();
@@ -377,7 +379,10 @@
     if (S.drag == null) return;
     const t = tOf(ev), a = S.drag;
     S.drag = null;
-    if (t == null) return;
+    if (t == null) { // released outside the text: the span dragged so far is the selection
+      if (S.sel && (S.sel[0] === a || S.sel[1] === a)) runMatch();
+      return;
+    }
     if (t === a) pickChar(t);
     else { S.sel = [Math.min(a, t), Math.max(a, t)]; runMatch(); pickChar(t); }
   });
@@ -386,9 +391,15 @@
   const grid = $("ci-grid");
   const cols = Math.ceil(Math.sqrt(H));
   grid.style.gridTemplateColumns = `repeat(${cols}, ${Math.max(6, Math.min(28, Math.floor(370 / cols) - 1))}px)`;
-  const cells = Array.from({ length: H }, (_, u) => el("div", { "data-u": u, role: "button", "aria-label": `unit ${u}` }));
-  grid.append(...cells);
+  const cells = Array.from({ length: H }, (_, u) => el("div", { "data-u": u, role: "button", tabindex: 0, "aria-label": `unit ${u}` }));
+  const gfrag = document.createDocumentFragment();
+  for (const c of cells) gfrag.append(c);
+  grid.append(gfrag);
   grid.addEventListener("click", (ev) => { const c = ev.target.closest("[data-u]"); if (c) pickUnit(+c.dataset.u); });
+  grid.addEventListener("keydown", (ev) => {
+    const c = ev.target.closest("[data-u]");
+    if (c && (ev.key === "Enter" || ev.key === " ")) { pickUnit(+c.dataset.u); ev.preventDefault(); }
+  });
   function paintInspector() {
     const v = cur(), t = shownT(), h = row(v, t);
     $("ci").dataset.t = t;
@@ -446,7 +457,7 @@
       desc = idx.map((i) => `${showChar(chars[i])} ${isP ? (100 * vec[i]).toFixed(2) + "%" : fmt(vec[i], 3)}`).join("   ");
       desc = `highest: ${desc}`;
     } else {
-      desc = `‖·‖ = ${norm(vec).toFixed(4)}, min ${fmt(Math.min(...vec), 3)}, max ${fmt(Math.max(...vec), 3)}; first values: ` +
+      desc = `‖·‖ = ${norm(vec).toFixed(4)}, min ${fmt(vec.reduce((a, b) => Math.min(a, b)), 3)}, max ${fmt(vec.reduce((a, b) => Math.max(a, b)), 3)}; first values: ` +
         Array.from(vec.slice(0, 10), (x) => fmt(x, 4)).join(" ");
     }
     $("cs-nums").textContent = desc;
@@ -497,32 +508,35 @@
   // ------------------------------------------------------------------ the heat map over the whole text
   const heat = $("heat");
   const rowPx = Math.max(1, Math.min(4, Math.floor(384 / H)));
-  const colPx = Math.max(1, Math.floor(1200 / N)); // short texts get wider columns; long ones scroll in their box
-  heat.width = N; heat.height = H * rowPx;
-  heat.style.width = `${N * colPx}px`;
+  // short texts get wider columns; long ones scroll in their box, at most HEAT_W columns (a canvas wider than
+  // 65,535 px draws nothing): column x then shows character floor(x * N / W)
+  const HEAT_W = 16384, W = Math.min(N, HEAT_W), colPx = Math.max(1, Math.floor(1200 / W));
+  const colOf = (t) => Math.floor((t * W) / N), charOf = (x) => Math.min(N - 1, Math.floor((x * N) / W));
+  heat.width = W; heat.height = H * rowPx;
+  heat.style.width = `${W * colPx}px`;
   heat.style.height = `${H * rowPx}px`;
   const rankOf = new Int32Array(H);
   order.forEach((u, r) => { rankOf[u] = r; });
   function paintHeat() {
-    const v = cur(), ctx = heat.getContext("2d"), img = ctx.createImageData(N, H * rowPx);
+    const v = cur(), ctx = heat.getContext("2d"), img = ctx.createImageData(W, H * rowPx);
     for (let r = 0; r < H; r++) {
       const u = order[r];
-      for (let t = 0; t < N; t++) {
-        const c = divColor(v.hs[t * H + u]);
+      for (let x = 0; x < W; x++) {
+        const c = divColor(v.hs[charOf(x) * H + u]);
         for (let k = 0; k < rowPx; k++) {
-          const o = ((r * rowPx + k) * N + t) * 4;
+          const o = ((r * rowPx + k) * W + x) * 4;
           img.data[o] = c[0]; img.data[o + 1] = c[1]; img.data[o + 2] = c[2]; img.data[o + 3] = 255;
         }
       }
     }
     ctx.putImageData(img, 0, 0);
     ctx.fillStyle = "rgba(11,87,208,.9)";
-    ctx.fillRect(0, rankOf[S.unit] * rowPx, N, Math.max(1, rowPx));
-    ctx.fillRect(S.t, 0, 1, H * rowPx);
+    ctx.fillRect(0, rankOf[S.unit] * rowPx, W, Math.max(1, rowPx));
+    ctx.fillRect(colOf(S.t), 0, 1, H * rowPx);
   }
   heat.addEventListener("click", (ev) => {
     const b = heat.getBoundingClientRect();
-    const t = Math.min(N - 1, Math.max(0, Math.floor(((ev.clientX - b.left) / b.width) * N)));
+    const t = charOf(Math.min(W - 1, Math.max(0, Math.floor(((ev.clientX - b.left) / b.width) * W))));
     const r = Math.min(H - 1, Math.max(0, Math.floor(((ev.clientY - b.top) / b.height) * H)));
     pickUnit(order[r]); pickChar(t);
   });
@@ -590,8 +604,9 @@
     svg.innerHTML = "";
     const Wd = 520, Ht = 360, m = 38;
     svg.setAttribute("viewBox", `0 0 ${Wd} ${Ht}`);
-    const xs = pts.map((p) => p[0]), ys = pts.map((p) => p[1]);
-    const [x0, x1] = opts.xr || [Math.min(...xs), Math.max(...xs)], [y0, y1] = opts.yr || [Math.min(...ys), Math.max(...ys)];
+    let xlo = Infinity, xhi = -Infinity, ylo = Infinity, yhi = -Infinity; // loops, not spreads: any length
+    for (const p of pts) { xlo = Math.min(xlo, p[0]); xhi = Math.max(xhi, p[0]); ylo = Math.min(ylo, p[1]); yhi = Math.max(yhi, p[1]); }
+    const [x0, x1] = opts.xr || [xlo, xhi], [y0, y1] = opts.yr || [ylo, yhi];
     const X = (x) => m + ((x - x0) / (x1 - x0 || 1)) * (Wd - m - 10), Y = (y) => Ht - m - ((y - y0) / (y1 - y0 || 1)) * (Ht - m - 10);
     svg.append(el("svg:rect", { x: m, y: 10, width: Wd - m - 10, height: Ht - m - 10, fill: "#fbfbfb", stroke: "#ccc" }));
     svg.append(el("svg:text", { x: Wd / 2, y: Ht - 6, "text-anchor": "middle", "font-size": 12, text: opts.xl }));
@@ -722,6 +737,8 @@
     const tag = ev.target.tagName;
     if (tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT" || ev.altKey || ev.ctrlKey || ev.metaKey) return;
     if (ev.target.closest && ev.target.closest("tbody") && (ev.key === "Enter" || ev.key === " ")) return;
+    const mine = ev.target.closest && ev.target.closest("#text, #ci, .tablebox, #cs-vec, .stage, #heat");
+    if (!mine && ev.key.startsWith("Arrow")) return; // the arrows scroll the page unless a view has the focus
     let done = true;
     if (ev.key === "ArrowUp" || ev.key === "ArrowDown") pickUnit(S.unit + (ev.key === "ArrowDown" ? 1 : -1));
     else if (ev.key === "ArrowLeft" || ev.key === "ArrowRight") {
