@@ -26,6 +26,8 @@ _LAZY = {
     "fused_recurrence": "ops",
     "recurrence_reference": "reference",
     "rnn_scan": "ops",
+    "lstm_scan": "gated_ops",
+    "gru_scan": "gated_ops",
     "scan_reference": "reference",
     "select_config": "dispatch",
 }
@@ -45,6 +47,8 @@ __all__ = [
     "is_enabled",
     "recurrence_reference",
     "rnn_scan",
+    "lstm_scan",
+    "gru_scan",
     "scan_reference",
     "select_config",
 ]
@@ -54,6 +58,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .convert import convert_rnns
     from .dispatch import KernelConfig, select_config
     from .models import FusedCharRNN
+    from .gated_ops import gru_scan, lstm_scan
     from .ops import fused_recurrence, rnn_scan
     from .reference import CharLoopModel, recurrence_reference, scan_reference
     from .rnn import FusedGRU, FusedLSTM, FusedRNN

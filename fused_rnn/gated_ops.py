@@ -320,3 +320,19 @@ def gru_scan(
     b_hn = u.new_zeros(H) if b_hn is None else b_hn
     hs, hn, _ = _run("gru", u, weight_hh, b_hn, h0, None, lengths, reverse, backend)
     return hs, hn
+
+
+def limits_table() -> str:
+    """The README's table of the largest H the gated kernels take, per dot kind and card (from the gate's tables)."""
+    from .dispatch import SMEM_LIMIT
+
+    kinds = {"ieee": "float32, IEEE dots (matmul precision 'highest')", "tf32": "float32, TF32 dots ('high')",
+             "half": "float16 / bfloat16"}  # fmt: skip
+    dtype_of = {"ieee": (torch.float32, "ieee"), "tf32": (torch.float32, "tf32"), "half": (torch.float16, "ieee")}
+    caps = sorted(SMEM_LIMIT)
+    lines = ["| | " + " | ".join(f"sm_{a}{b}" for a, b in caps) + " |", "|---" * (len(caps) + 1) + "|"]
+    for kind, label in kinds.items():
+        dtype, prec = dtype_of[kind]
+        cells = [str(max((b for b in (16, 32, 64) if _fits(c, dtype, prec, b)), default="—")) for c in caps]
+        lines.append(f"| {label} | " + " | ".join(f"H ≤ {c}" for c in cells) + " |")
+    return "\n".join(lines)

@@ -227,3 +227,15 @@ def test_compile_fullgraph_and_meta(cell, device):
     out = torch.ops.fused_rnn.gated_scan(cellno, meta[0], meta[1], None if cellno == 0 else meta[4], meta[2],
                                          meta[3] if cellno == 0 else None, None, False)  # fmt: skip
     assert out[0].shape == (5, 2, 16) and out[2].shape == (5, 2, 64) and out[2].dtype == torch.float32
+
+
+def test_readme_limits_table_is_the_gates():
+    """The README's table of sizes per card and dtype is generated from the gate-checked tables, not typed."""
+    import re
+    from pathlib import Path
+
+    from fused_rnn.gated_ops import limits_table
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    found = re.search(r"<!-- gated-limits -->\n(.*?)\n<!-- /gated-limits -->", readme, re.S)
+    assert found and found.group(1) == limits_table()
