@@ -200,20 +200,24 @@ def log(msg: str) -> None:
 def cudnn_algorithm(
     B: int, T: int, H: int, dtype_name: str, forward: bool, *, input_size: int | None = None, layers: int = 1,
     bidirectional: bool = False, packed: bool = False, capability: tuple[int, int] = (9, 0), sm_count: int = 132,
+    cell: str = "rnn", proj: bool = False,
 ) -> str:  # fmt: skip
-    """The cuDNN RNN algorithm PyTorch picks for an Elman RNN (``get_algo`` in ATen's cudnn/RNN.cpp):
+    """The cuDNN RNN algorithm PyTorch picks (``get_algo`` in ATen's cudnn/RNN.cpp), for cell "rnn" (Elman),
+    "lstm" or "gru":
 
-    packed input -> STANDARD; otherwise, non-double with H <= 384 forward / H <= 256 backward ->
-    PERSIST_STATIC_SMALL_H; fp16 with 1 layer, one direction, H <= 1024, H % 128 == 0,
-    input % 128 == 0, B % 8 == 0, B <= 128, (B < 96 or H < 896), on sm_8x (not 8.6) and
-    later with >= 98 SMs -> PERSIST_STATIC; else STANDARD. (T does not enter for sm_8x+.)
+    packed input or LSTM projections -> STANDARD; a GRU on sm_8x and later -> STANDARD; otherwise, non-double
+    with H <= 384 forward / H <= 256 backward (Elman) or H <= 192 / H <= 128 (LSTM, GRU) ->
+    PERSIST_STATIC_SMALL_H; fp16 Elman or LSTM with 1 layer, one direction, H <= 1024, H % 128 == 0,
+    input % 128 == 0, B % 8 == 0, B <= 128, (B < 96 or H < 896), on sm_8x (not 8.6) and later with >= 98 SMs
+    -> PERSIST_STATIC; else STANDARD. (T does not enter for sm_8x+.)
     """
     input_size = H if input_size is None else input_size
-    if packed:
+    if packed or proj or (cell == "gru" and capability[0] >= 8):
         return "STANDARD"
-    if dtype_name != "fp64" and capability[0] >= 6 and H <= (384 if forward else 256):
+    small = (384, 256) if cell == "rnn" else (192, 128)
+    if dtype_name != "fp64" and capability[0] >= 6 and H <= (small[0] if forward else small[1]):
         return "PERSIST_STATIC_SMALL_H"
-    if dtype_name == "fp16":
+    if dtype_name == "fp16" and cell in ("rnn", "lstm"):
         common = layers == 1 and H <= 1024 and not bidirectional and H % 128 == 0 and input_size % 128 == 0
         device = capability[0] >= 8 and sm_count >= 98 and capability[1] != 6
         device = device and B % 8 == 0 and B <= 128 and (B < 96 or H < 896)

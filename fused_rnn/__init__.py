@@ -57,8 +57,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .aten import disable, enable, enabled, is_enabled
     from .convert import convert_rnns
     from .dispatch import KernelConfig, select_config
-    from .models import FusedCharRNN
     from .gated_ops import gru_scan, lstm_scan
+    from .models import FusedCharRNN
     from .ops import fused_recurrence, rnn_scan
     from .reference import CharLoopModel, recurrence_reference, scan_reference
     from .rnn import FusedGRU, FusedLSTM, FusedRNN

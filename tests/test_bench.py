@@ -39,33 +39,38 @@ def test_quick_benchmark(tmp_path):
     for r in block["generation"]:  # three ways to sample, checked against float64, in characters per second
         assert r["ok"] and r["gen_logp_max_rel_vs_float64"] < 1e-4 and r["path"] in ("torch", "one_launch", "steps")
         assert all(r[f"{k}_chars_per_s"] > 0 for k in ("one_launch", "per_step_loop", "char_loop"))
-    _check_rnn_case(res, out.stdout)
+    for cell in ("rnn", "lstm", "gru"):
+        _check_rnn_case(res, out.stdout, cell)
     assert block["failed_points"] == 0
     assert "Geometric mean" in out.stdout
 
 
-def _check_rnn_case(res: dict, stdout: str) -> None:
-    """The "rnn" case (FusedRNN vs nn.RNN): every variant of every point, checked, timed, in the table."""
+def _check_rnn_case(res: dict, stdout: str, cell: str = "rnn") -> None:
+    """The "rnn" case (FusedRNN vs nn.RNN), and "lstm" / "gru" alike: every variant of every point, checked,
+    timed, in the table."""
     from fused_rnn.bench.case import worst_error
 
     block, grid = res["precisions"]["ieee"], res["grid"]
-    rows = block["rnn"]
+    rows = block[cell]
+    nn_ = f"nn_{cell}"
     assert len(rows) == 4 * len(grid["rnn_B"]) * len(grid["rnn_T"]) * len(grid["rnn_H"])
     assert {(r["layers"], r["dirs"], r["packed"]) for r in rows} == {(1, 1, 0), (2, 1, 0), (1, 2, 0), (1, 1, 1)}
     for r in rows:
         assert r["ok"] and r["backend"] in ("torch", "triton")
-        for key in ("max_rel_vs_nn_rnn", "hn_max_rel_vs_nn_rnn", "input_grad_max_rel_vs_nn_rnn"):
-            assert r[key] < 1e-5, (key, r)
-        assert worst_error(r) < 1e-5, r  # h0 and every parameter's gradient too
+        for key in ("max_rel_vs_", "hn_max_rel_vs_", "input_grad_max_rel_vs_", "h0_grad_max_rel_vs_"):
+            assert r[key + nn_] < 1e-5, (key, r)
+        assert worst_error(r) < 1e-5, r  # every parameter's gradient too
         assert r["fused_fwd_ms"] > 0 and r["fused_fwdbwd_ms"] > 0
-        assert r["speedup_rnn_fwd_vs_nn_rnn"] > 0 and r["speedup_rnn_fwdbwd_vs_nn_rnn"] > 0
+        assert r[f"speedup_{cell}_fwd_vs_{nn_}"] > 0 and r[f"speedup_{cell}_fwdbwd_vs_{nn_}"] > 0
     for r in (r for r in rows if r["packed"]):  # ragged lengths, and the padded run of the same max length
-        assert 0 < r["fill"] < 1 and r["fused_padded_fwd_ms"] > 0 and r["nn_rnn_padded_fwdbwd_ms"] > 0
-        for who in ("nn_rnn", "fused"):
+        assert 0 < r["fill"] < 1 and r["fused_padded_fwd_ms"] > 0 and r[f"{nn_}_padded_fwdbwd_ms"] > 0
+        for who in (nn_, "fused"):
             for what in ("fwd", "fwdbwd"):
                 assert r[f"{who}_packed_over_padded_{what}"] == r[f"{who}_{what}_ms"] / r[f"{who}_padded_{what}_ms"]
-    assert block["geomean_rnn_fwd_vs_nn_rnn"] > 0 and block["geomean_rnn_fwdbwd_vs_nn_rnn"] > 0
-    assert "FusedRNN fwd+bwd over nn.RNN (all variants)" in stdout and "| packed | " in stdout
+    assert block[f"geomean_{cell}_fwd_vs_{nn_}"] > 0 and block[f"geomean_{cell}_fwdbwd_vs_{nn_}"] > 0
+    names = {"rnn": ("FusedRNN", "nn.RNN"), "lstm": ("FusedLSTM", "nn.LSTM"), "gru": ("FusedGRU", "nn.GRU")}
+    fused, label = names[cell]
+    assert f"{fused} fwd+bwd over {label} (all variants)" in stdout and "| packed | " in stdout
 
 
 def test_without_matplotlib_the_plot_is_skipped(tmp_path):

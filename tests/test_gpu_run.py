@@ -109,6 +109,22 @@ def test_cudnn_algorithm_follows_get_algo(args, forward, expected):
     assert gpu_run.cudnn_algorithm(*args, forward) == expected
 
 
+def test_cudnn_algorithm_for_lstm_and_gru():
+    """LSTM / GRU: persistent only to H 192 forward, 128 backward; fp16 PERSIST_STATIC for LSTM alone; never a GRU
+    on sm_8x+; never with projections or packed input."""
+    algo = gpu_run.cudnn_algorithm
+    assert algo(16, 64, 192, "fp32", True, cell="lstm") == "PERSIST_STATIC_SMALL_H"
+    assert algo(16, 64, 256, "fp32", True, cell="lstm") == "STANDARD"
+    assert algo(16, 64, 128, "fp32", False, cell="lstm") == "PERSIST_STATIC_SMALL_H"
+    assert algo(16, 64, 192, "fp32", False, cell="lstm") == "STANDARD"
+    assert algo(16, 64, 768, "fp16", True, cell="lstm") == "PERSIST_STATIC"
+    assert algo(16, 64, 128, "fp32", True, cell="lstm", proj=True) == "STANDARD"
+    assert algo(16, 64, 64, "fp32", True, cell="gru") == "STANDARD"
+    assert algo(16, 64, 768, "fp16", True, cell="gru") == "STANDARD"
+    assert algo(16, 64, 64, "fp32", True, cell="gru", capability=(7, 0)) == "PERSIST_STATIC_SMALL_H"
+    assert algo(16, 64, 64, "fp32", True, cell="lstm", packed=True) == "STANDARD"
+
+
 def test_cudnn_algorithm_packed_layers_and_cards():
     assert gpu_run.cudnn_algorithm(16, 64, 128, "fp32", True, packed=True) == "STANDARD"
     assert gpu_run.cudnn_algorithm(16, 64, 512, "fp16", True, layers=2) == "STANDARD"

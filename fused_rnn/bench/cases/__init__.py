@@ -9,6 +9,6 @@ from __future__ import annotations
 from ..case import Case
 from . import char_model, generation, nn_rnn, recurrence
 
-CASES: list[Case] = [recurrence.CASE, generation.CASE, char_model.CASE, nn_rnn.CASE]
+CASES: list[Case] = [recurrence.CASE, generation.CASE, char_model.CASE, nn_rnn.CASE, nn_rnn.LSTM_CASE, nn_rnn.GRU_CASE]
 
 __all__ = ["CASES"]
