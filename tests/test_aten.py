@@ -127,3 +127,56 @@ def test_what_the_kernels_do_not_take_runs_pytorch_unchanged(what, device, cpu_k
         assert got == want
     else:
         assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+
+
+def _run_gated(mod, x, hx, packed_lengths=None):
+    """Output, h_n (and c_n) and every gradient of one forward + backward of nn.LSTM / nn.GRU."""
+    mod.zero_grad()
+    x = x.detach().requires_grad_()
+    hx = tuple(h.detach().requires_grad_() for h in hx) if isinstance(hx, tuple) else hx.detach().requires_grad_()
+    inp = x if packed_lengths is None else pack_padded_sequence(x, packed_lengths, enforce_sorted=False)
+    out, hn = mod(inp, hx)
+    if packed_lengths is not None:
+        out = pad_packed_sequence(out, total_length=x.shape[0])[0]
+    states = list(hn) if isinstance(hn, tuple) else [hn]
+    g = torch.Generator(device="cpu").manual_seed(0)
+    loss = (out * torch.randn(out.shape, generator=g).to(out.device)).sum()
+    for s in states:
+        loss = loss + (s * torch.randn(s.shape, generator=g).to(s.device)).sum()
+    loss.backward()
+    hgrads = [h.grad for h in hx] if isinstance(hx, tuple) else [hx.grad]
+    return [out, *states, x.grad, *hgrads] + [p.grad for p in mod.parameters()]
+
+
+@pytest.mark.parametrize("kind", [nn.LSTM, nn.GRU])
+@pytest.mark.parametrize("packed", [False, True], ids=["dense", "packed"])
+def test_nn_lstm_and_gru_run_the_kernels_while_enabled(kind, packed, device, cpu_keys):
+    """aten::lstm / aten::gru overridden: nn.LSTM / nn.GRU run the gated kernels, outputs and gradients as PyTorch's
+    own within the fp32 table; after disable() PyTorch's own, bit for bit."""
+    torch.set_float32_matmul_precision("highest")
+    mod = kind(3, 20, num_layers=2, bidirectional=True).to(device)
+    T, B = 5, 3
+    x = torch.randn(T, B, 3, device=device)
+    h = torch.randn(4, B, 20, device=device)
+    hx = (h, torch.randn_like(h)) if kind is nn.LSTM else h
+    lengths = torch.tensor([5, 2, 4]) if packed else None
+    want = _run_gated(mod, x, hx, lengths)
+    start = dict(fused_rnn.launch.GATED_CALLS)
+    with fused_rnn.enabled(_cpu=cpu_keys):
+        got = _run_gated(mod, x, hx, lengths)
+    ran = {k: v - start[k] for k, v in fused_rnn.launch.GATED_CALLS.items()}
+    assert ran == dict(forward=4, backward=4)  # one per layer and direction, each way
+    again = _run_gated(mod, x, hx, lengths)
+    for a, b, c in zip(got, want, again, strict=True):
+        assert rel_err(a, b) <= TOL["fp32"]["bwd"]
+        assert torch.equal(c, b)
+
+
+def test_lstm_projections_stay_on_pytorchs_kernel_while_enabled(device, cpu_keys):
+    mod = nn.LSTM(3, 8, proj_size=4).to(device)
+    x = torch.randn(5, 2, 3, device=device)
+    want = mod(x)[0]
+    start = dict(fused_rnn.launch.GATED_CALLS)
+    with fused_rnn.enabled(_cpu=cpu_keys):
+        got = mod(x)[0]
+    assert fused_rnn.launch.GATED_CALLS == start and torch.equal(got, want)
