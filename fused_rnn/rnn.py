@@ -229,7 +229,7 @@ class FusedRNN(_FusedRNNBase):
         """Whether the kernels run this call: the backend allows them and input, hx and every weight
         share a device and (under autocast, after its cast) a dtype. Anything else runs PyTorch's own
         RNN, which raises nn.RNN's own error for mismatched devices or dtypes."""
-        if self.backend == "torch":
+        if self.backend == "torch" or _exporting():
             return False
         kind = input.device.type
         if kind not in _KERNELS_RUN_ON:  # a constant per device type: a dict lookup on the hot path
@@ -414,7 +414,7 @@ class FusedLSTM(_FusedRNNBase):
 
     def forward(self, input, hx=None):
         """nn.LSTM.forward: on PyTorch's op, or with backend="triton" on the fused kernels."""
-        if self.backend == "triton":
+        if self.backend == "triton" and not _exporting():
             return _lstm_forward_kernels(self, input, hx)
         return nn.LSTM.forward(self, input, hx)
 
@@ -439,7 +439,7 @@ class FusedGRU(_FusedRNNBase):
 
     def forward(self, input, hx=None):
         """nn.GRU.forward: on PyTorch's op, or with backend="triton" on the fused kernels."""
-        if self.backend == "triton":
+        if self.backend == "triton" and not _exporting():
             return _gru_forward_kernels(self, input, hx)
         return nn.GRU.forward(self, input, hx)
 
@@ -457,6 +457,12 @@ def _gru_arguments(
 ) -> tuple:
     """nn.GRU's positional order (nn.RNNBase's after mode, without proj_size) -> _build's arguments."""
     return input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, 0, device, dtype
+
+
+def _exporting() -> bool:
+    """Whether an ONNX export is tracing (either exporter): the modules then take PyTorch's path, whose aten ops
+    become ONNX's own RNN / LSTM / GRU, which any ONNX runtime runs (a Triton kernel cannot travel in the file)."""
+    return torch.onnx.is_in_onnx_export()
 
 
 def _check_arguments(input_size, hidden_size, num_layers, bias, batch_first, dropout) -> None:
