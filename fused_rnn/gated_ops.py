@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from . import launch
-from .ops import BACKENDS, _check_lengths, _check_tensor, _valid_steps
+from .ops import BACKENDS, _autocast_dtype, _check_lengths, _check_tensor, _valid_steps
 from .reference import gated_scan_reference
 
 CELLS = {"lstm": (0, 4), "gru": (1, 3)}  # name -> (kernel CELL, gates G)
@@ -50,11 +50,14 @@ def gated_warps(backward: bool, dtype: torch.dtype, prec: str, block_h: int) -> 
     return GATED_WARPS[backward, _kind(dtype, prec), block_h]
 
 
-def _fits(capability: tuple[int, int], dtype: torch.dtype, prec: str, block_h: int) -> bool:
-    from .dispatch import SMEM_LIMIT
+def _fits(capability: tuple[int, int] | None, dtype: torch.dtype, prec: str, block_h: int) -> bool:
+    """Whether the gate built this (dtype, precision, BH) spill-free and it fits the card's shared memory (a card
+    outside the gate's table gets the smallest limit, as the Elman dispatcher does)."""
+    from .dispatch import smem_limit
 
     key = (block_h, _kind(dtype, prec))
-    return key in GATED_SHARED_BYTES and GATED_SHARED_BYTES[key] <= SMEM_LIMIT[capability]
+    built = all((bwd, key[1], block_h) in GATED_WARPS for bwd in (False, True))
+    return built and GATED_SHARED_BYTES.get(key, 1 << 40) <= smem_limit(capability)
 
 
 def all_gated_configs() -> list[tuple[tuple[int, int], torch.dtype, str, int]]:
@@ -84,7 +87,7 @@ def _dot_precision(dtype: torch.dtype) -> str:
 
 def triton_reason(B: int, H: int, dtype: torch.dtype, device: torch.device) -> str | None:
     """Why the gated kernels cannot run a (B, H) recurrence of `dtype` on `device`, or None. Metadata only."""
-    from .dispatch import DEFAULT_CAPABILITY
+    from .dispatch import DEFAULT_CAPABILITY, MIN_CAPABILITY
 
     reason = launch.unavailable_reason(device)
     if reason is not None:
@@ -97,6 +100,8 @@ def triton_reason(B: int, H: int, dtype: torch.dtype, device: torch.device) -> s
     # precision; the op itself raises at run time for what its kernels then cannot take (`_kernel_args`)
     compiling = torch.compiler.is_compiling()
     capability = (None if compiling else launch.device_key(device)[0]) or DEFAULT_CAPABILITY
+    if tuple(capability) < MIN_CAPABILITY:
+        return f"sm_{capability[0]}{capability[1]} is older than sm_{MIN_CAPABILITY[0]}{MIN_CAPABILITY[1]}"
     prec = "tf32" if compiling and dtype == torch.float32 else _dot_precision(dtype)
     bh = _block_h(H)
     if bh > MAX_BLOCK_H or not _fits(capability, dtype, prec, bh):
@@ -111,10 +116,11 @@ def triton_reason(B: int, H: int, dtype: torch.dtype, device: torch.device) -> s
 def _kernel_args(u: torch.Tensor, H: int, backward: bool) -> tuple[int, int, str, int]:
     """Block rows, padded H, the dot precision and warps: from shapes and the matmul precision, no device read."""
     bh, prec = _block_h(H), _dot_precision(u.dtype)
-    if (backward, _kind(u.dtype, prec), bh) not in GATED_WARPS:
+    capability = launch.device_key(u.device)[0]  # inside the op: read at run time, also under torch.compile
+    if (backward, _kind(u.dtype, prec), bh) not in GATED_WARPS or not _fits(capability, u.dtype, prec, bh):
         raise ValueError(
-            f"no gated kernel build for H = {H} with {u.dtype} ({prec} dots); allow TF32 "
-            "(torch.set_float32_matmul_precision('high')) or use backend='torch'"
+            f"no gated kernel build for H = {H} with {u.dtype} ({prec} dots) on this card; allow TF32 "
+            "(torch.set_float32_matmul_precision('high')) where that helps, or use backend='torch'"
         )
     return GATED_BLOCK_B, bh, prec, gated_warps(backward, u.dtype, prec, bh)
 
@@ -136,6 +142,10 @@ def _gated_scan(cell, u, w_hh, b_hn, h0, c0, lengths, reverse):
                 u.new_empty(T, B, 4 * H, dtype=torch.float32), h0.clone(),
                 c0.clone() if lstm else u.new_empty(0))  # fmt: skip
     bb, bh, prec, warps = _kernel_args(u, H, False)
+    if cell == 1 and b_hn is None:  # the kernel reads b_hn (GRU) and c0 (LSTM): zeros, never a stand-in
+        b_hn = u.new_zeros(H)
+    if cell == 0 and c0 is None:
+        c0 = torch.zeros_like(h0)
     return launch.gated_forward(
         cell, u.contiguous(), w_hh.contiguous(), None if b_hn is None else b_hn.contiguous(), h0.contiguous(),
         None if c0 is None else c0.contiguous(), None if lengths is None else lengths.contiguous(), reverse,
@@ -167,6 +177,8 @@ def _gated_scan_backward(cell, w_hh, hs, cs, gates, h0, c0, dhs, dhn, dcn, lengt
         dc0 = (hs.new_zeros(B, H) if dcn is None else dcn.clone()) if cell == 0 else hs.new_empty(0)
         return hs.new_zeros(T, B, 4 * H, dtype=torch.float32), dh0, dc0
     bb, bh, prec, warps = _kernel_args(hs, H, True)
+    if cell == 0 and c0 is None:
+        c0 = torch.zeros_like(h0)
 
     def c(x):
         return None if x is None else x.contiguous()
@@ -249,6 +261,14 @@ def _check(cell: str, u, w_hh, h0, c0, b_hn, lengths) -> tuple[int, int, int]:
     return T, B, H
 
 
+def _autocast(u, *rest):
+    """Under autocast, float32 tensors run in the autocast dtype, as nn.LSTM / nn.GRU's do."""
+    dtype = _autocast_dtype(u.device)
+    if dtype is None:
+        return (u, *rest)
+    return tuple(x if x is None or x.dtype != torch.float32 else x.to(dtype) for x in (u, *rest))
+
+
 def _run(cell, u, w_hh, b_hn, h0, c0, lengths, reverse, backend):
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
@@ -258,7 +278,8 @@ def _run(cell, u, w_hh, b_hn, h0, c0, lengths, reverse, backend):
         if reason is not None:
             raise ValueError(f"backend='triton' cannot run this input: {reason}")
         kcell = CELLS[cell][0]
-        hs, _, _, hn, cn = torch.ops.fused_rnn.gated_scan(kcell, u, w_hh, b_hn, h0, c0, lengths, reverse)
+        lens = None if lengths is None else lengths.to(torch.int32)  # one kernel variant for every integer dtype
+        hs, _, _, hn, cn = torch.ops.fused_rnn.gated_scan(kcell, u, w_hh, b_hn, h0, c0, lens, reverse)
         if lengths is not None:  # a block stops at its longest row: what lies past a row's length is 0
             hs = torch.where(_valid_steps(T, lengths), hs, 0)
         return hs, hn, (cn if cell == "lstm" else None)
@@ -289,6 +310,7 @@ def lstm_scan(
     Returns:
         output (T, B, H), h_n (B, H), c_n (B, H), differentiable in u, weight_hh, h0 and c0.
     """
+    u, weight_hh, h0, c0 = _autocast(u, weight_hh, h0, c0)
     T, B, H = _check("lstm", u, weight_hh, h0, c0, None, lengths)
     h0 = u.new_zeros(B, H) if h0 is None else h0
     c0 = u.new_zeros(B, H) if c0 is None else c0
@@ -315,6 +337,7 @@ def gru_scan(
     Returns:
         output (T, B, H) and h_n (B, H), differentiable in u, weight_hh, b_hn and h0.
     """
+    u, weight_hh, b_hn, h0 = _autocast(u, weight_hh, b_hn, h0)
     T, B, H = _check("gru", u, weight_hh, h0, None, b_hn, lengths)
     h0 = u.new_zeros(B, H) if h0 is None else h0
     b_hn = u.new_zeros(H) if b_hn is None else b_hn

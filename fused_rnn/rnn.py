@@ -15,6 +15,7 @@ what nn.RNN's do. ``isinstance(FusedRNN(...), nn.RNN)`` is False. `_FusedRNNBase
 from __future__ import annotations
 
 import numbers
+import sys
 import types
 import warnings
 import weakref
@@ -360,10 +361,20 @@ def _vf_call(cell: str, args: tuple):
     )  # fmt: skip
 
 
+#: A module of its own for the copies below: torch.nn.modules.rnn's names with ``_VF`` bound to `_KernelVF`. A
+#: real module (registered in sys.modules) so that dynamo's guards on these globals name it, not torch's own.
+_KERNEL_GLOBALS = types.ModuleType("fused_rnn._nn_rnn_on_kernels")
+_KERNEL_GLOBALS.__dict__.update(
+    {k: v for k, v in vars(sys.modules[nn.LSTM.__module__]).items() if not k.startswith("__")},
+    _VF=_KernelVF,
+    __builtins__=vars(sys.modules[nn.LSTM.__module__])["__builtins__"],
+)
+sys.modules[_KERNEL_GLOBALS.__name__] = _KERNEL_GLOBALS
+
+
 def _with_kernel_vf(fn):
     """fn's code with ``_VF`` bound to `_KernelVF`: the very same statements, the fused scans at the end."""
-    return types.FunctionType(fn.__code__, {**fn.__globals__, "_VF": _KernelVF}, fn.__name__, fn.__defaults__,
-                              fn.__closure__)  # fmt: skip
+    return types.FunctionType(fn.__code__, _KERNEL_GLOBALS.__dict__, fn.__name__, fn.__defaults__, fn.__closure__)
 
 
 _lstm_forward_kernels = _with_kernel_vf(nn.LSTM.forward)
@@ -452,10 +463,14 @@ def _gru_arguments(
     batch_first: bool = False,
     dropout: float = 0.0,
     bidirectional: bool = False,
+    proj_size: int = 0,
     device=None,
     dtype=None,
 ) -> tuple:
-    """nn.GRU's positional order (nn.RNNBase's after mode, without proj_size) -> _build's arguments."""
+    """nn.GRU's positional order (nn.RNNBase's after mode: proj_size is the 8th) -> _build's arguments. A GRU has
+    no projections: nn.GRU refuses proj_size as a keyword, and this refuses a non-zero positional one too."""
+    if proj_size:
+        raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
     return input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, 0, device, dtype
 
 

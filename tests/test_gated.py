@@ -295,3 +295,35 @@ def test_the_kernel_path_raises_as_torch(ref_cls, cls):
         (torch.randn(0, 3, 5), None),  # T = 0
     ]:
         assert _outcome(lambda x=x, hx=hx: got(x, hx)) == _outcome(lambda x=x, hx=hx: ref(x, hx))
+
+
+@pytest.mark.parametrize("ref_cls, cls", PAIRS)
+def test_the_kernel_path_compiles_whole(ref_cls, cls):
+    """backend="triton" under torch.compile(fullgraph=True): nn's forward code with the fused scans, one graph."""
+    m = cls(3, 8, num_layers=2, bidirectional=True, backend="triton")
+    x = torch.randn(5, 2, 3, requires_grad=True)
+    eager = m(x)
+    compiled = torch.compile(m, fullgraph=True, backend="aot_eager")(x)
+    for a, b in zip(_flat(compiled), _flat(eager), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    (g_c,) = torch.autograd.grad(sum(t.sum() for t in _flat(compiled)), x)
+    (g_e,) = torch.autograd.grad(sum(t.sum() for t in _flat(eager)), x)
+    torch.testing.assert_close(g_c, g_e, rtol=1e-6, atol=1e-7)
+
+
+def test_lstm_kernels_under_autocast_run_in_its_dtype():
+    ref, m = nn.LSTM(3, 8), FusedLSTM(3, 8, backend="triton")
+    m.load_state_dict(ref.state_dict())
+    x = torch.randn(5, 2, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want, got = ref(x), m(x)
+    for a, b in zip(_flat(got), _flat(want), strict=True):
+        assert a.dtype == b.dtype == torch.bfloat16
+        torch.testing.assert_close(a.float(), b.float(), rtol=0.05, atol=0.02)
+
+
+def test_gru_positional_arguments_as_torch():
+    args = (3, 4, 1, True, False, 0.0, False, 0, None, torch.float64)  # proj_size is nn.GRU's 8th, then device, dtype
+    assert FusedGRU(*args).weight_hh_l0.dtype == nn.GRU(*args).weight_hh_l0.dtype == torch.float64
+    with pytest.raises(ValueError, match="proj_size argument is only supported for LSTM"):
+        FusedGRU(3, 4, 1, True, False, 0.0, False, 2)
