@@ -2,6 +2,7 @@
 
 import importlib.util
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,15 @@ def load_bench(name: str):
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def outcome(make):
+    """("ok", None) or (exception type, message) of make(), with the warnings it raised."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            make()
+            result = ("ok", None)
+        except Exception as exc:  # noqa: BLE001 - the type is what is compared
+            result = (type(exc), str(exc))
+    return result, [str(w.message) for w in caught]

@@ -12,23 +12,13 @@ import warnings
 
 import pytest
 import torch
+from helpers import outcome
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from fused_rnn import FusedGRU, FusedLSTM, FusedRNN, convert_rnns
 
 PAIRS = [pytest.param(nn.LSTM, FusedLSTM, id="LSTM"), pytest.param(nn.GRU, FusedGRU, id="GRU")]
-
-
-def _outcome(make):
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            make()
-            result = ("ok", None)
-        except Exception as exc:  # noqa: BLE001 - the type is what is compared
-            result = (type(exc), str(exc))
-    return result, [str(w.message) for w in caught]
 
 
 BAD = [
@@ -61,8 +51,8 @@ BAD = [
 @pytest.mark.parametrize("kw", BAD, ids=lambda kw: ",".join(f"{k}={v!r}" for k, v in kw.items()))
 def test_constructor_raises_and_warns_as_torch(ref_cls, cls, kw):
     args = dict(input_size=3, hidden_size=4) | kw
-    want, want_warnings = _outcome(lambda: ref_cls(**args))
-    got, got_warnings = _outcome(lambda: cls(**args))
+    want, want_warnings = outcome(lambda: ref_cls(**args))
+    got, got_warnings = outcome(lambda: cls(**args))
     assert got == want
     assert got_warnings == want_warnings
 
@@ -166,15 +156,18 @@ def test_bad_calls_raise_as_torch(ref_cls, cls):
         (torch.randn(6, 3, 5, dtype=torch.float64), None),  # dtype
     ]
     for x, hx in cases:
-        assert _outcome(lambda x=x, hx=hx: got(x, hx)) == _outcome(lambda x=x, hx=hx: ref(x, hx))
+        assert outcome(lambda x=x, hx=hx: got(x, hx)) == outcome(lambda x=x, hx=hx: ref(x, hx))
 
 
 @pytest.mark.parametrize("ref_cls, cls", PAIRS)
-def test_compiles_whole_where_torch_cannot(ref_cls, cls):
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_compiles_whole_where_torch_cannot(ref_cls, cls, backend):
     """dynamo graph-breaks on every nn.LSTM / nn.GRU; the fused modules compile with fullgraph=True, forward and
-    backward, and agree with eager."""
-    kw = dict(num_layers=2, batch_first=True) | (dict(proj_size=3) if ref_cls is nn.LSTM else {})
-    m = cls(5, 4, **kw)
+    backward, on PyTorch's op and on the kernels (nn's forward code with the fused scans), and agree with eager."""
+    kw = dict(num_layers=2, batch_first=True)
+    if ref_cls is nn.LSTM and backend == "torch":
+        kw["proj_size"] = 3
+    m = cls(5, 4, backend=backend, **kw)
     x = torch.randn(3, 6, 5, requires_grad=True)
     eager = m(x)
     compiled = torch.compile(m, fullgraph=True, backend="aot_eager")(x)
@@ -211,7 +204,7 @@ def test_copies_pickles_dtype_moves_and_scripting(ref_cls, cls):
 
     ref = ref_cls(5, 4, num_layers=2)
     ref.load_state_dict(m.state_dict())
-    assert _outcome(lambda: script(m))[0][0] == _outcome(lambda: script(ref))[0][0]
+    assert outcome(lambda: script(m))[0][0] == outcome(lambda: script(ref))[0][0]
     prepared = m.__prepare_scriptable__()
     assert type(prepared) is ref_cls
     assert all(a is b for a, b in zip(prepared._flat_weights, m._flat_weights, strict=True))
@@ -294,21 +287,7 @@ def test_the_kernel_path_raises_as_torch(ref_cls, cls):
         (torch.randn(6, 3, 7), None),
         (torch.randn(0, 3, 5), None),  # T = 0
     ]:
-        assert _outcome(lambda x=x, hx=hx: got(x, hx)) == _outcome(lambda x=x, hx=hx: ref(x, hx))
-
-
-@pytest.mark.parametrize("ref_cls, cls", PAIRS)
-def test_the_kernel_path_compiles_whole(ref_cls, cls):
-    """backend="triton" under torch.compile(fullgraph=True): nn's forward code with the fused scans, one graph."""
-    m = cls(3, 8, num_layers=2, bidirectional=True, backend="triton")
-    x = torch.randn(5, 2, 3, requires_grad=True)
-    eager = m(x)
-    compiled = torch.compile(m, fullgraph=True, backend="aot_eager")(x)
-    for a, b in zip(_flat(compiled), _flat(eager), strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
-    (g_c,) = torch.autograd.grad(sum(t.sum() for t in _flat(compiled)), x)
-    (g_e,) = torch.autograd.grad(sum(t.sum() for t in _flat(eager)), x)
-    torch.testing.assert_close(g_c, g_e, rtol=1e-6, atol=1e-7)
+        assert outcome(lambda x=x, hx=hx: got(x, hx)) == outcome(lambda x=x, hx=hx: ref(x, hx))
 
 
 def test_lstm_kernels_under_autocast_run_in_its_dtype():

@@ -11,7 +11,7 @@ import warnings
 
 import pytest
 import torch
-from helpers import TOL, rel_err
+from helpers import TOL, outcome, rel_err
 from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.rnn import pack_padded_sequence
@@ -19,18 +19,6 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from fused_rnn import FusedRNN
 
 BACKENDS = ["triton", "torch"]
-
-
-def _outcome(make):
-    """("ok", None) or (exception type, message) of make(), with the warnings it raised."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            make()
-            result = ("ok", None)
-        except Exception as exc:  # noqa: BLE001 - the type is what is compared
-            result = (type(exc), str(exc))
-    return result, [str(w.message) for w in caught]
 
 
 BAD_CONSTRUCTOR = [
@@ -74,8 +62,8 @@ BAD_CONSTRUCTOR = [
 @pytest.mark.parametrize("kw", BAD_CONSTRUCTOR, ids=lambda kw: ",".join(f"{k}={v!r}" for k, v in kw.items()))
 def test_constructor_raises_and_warns_as_nn_rnn(kw):
     args = dict(input_size=3, hidden_size=4) | kw
-    want, want_warnings = _outcome(lambda: nn.RNN(**args))
-    got, got_warnings = _outcome(lambda: FusedRNN(**args))
+    want, want_warnings = outcome(lambda: nn.RNN(**args))
+    got, got_warnings = outcome(lambda: FusedRNN(**args))
     assert got == want
     assert got_warnings == want_warnings
     if want[0] == "ok":  # accepted: the same attributes and repr
@@ -157,8 +145,8 @@ def _bad_calls(device):
 def test_bad_input_raises_as_nn_rnn(case, backend, device):
     ref, model = _pair(backend, device, num_layers=2)
     call = _bad_calls(device)[case]
-    want, _ = _outcome(lambda: call(ref))
-    got, _ = _outcome(lambda: call(model))
+    want, _ = outcome(lambda: call(ref))
+    got, _ = outcome(lambda: call(model))
     assert want[0] != "ok", want
     assert got == want
 
@@ -306,8 +294,8 @@ def test_nn_rnn_helper_methods_as_nn_rnn():
     perm = torch.tensor([1, 0])
     h = torch.randn(4, 2, 4)
     assert torch.equal(model.permute_hidden(h, perm), ref.permute_hidden(h, perm))
-    want, _ = _outcome(lambda: ref.check_forward_args(x, torch.randn(4, 3, 4), None))
-    got, _ = _outcome(lambda: model.check_forward_args(x, torch.randn(4, 3, 4), None))
+    want, _ = outcome(lambda: ref.check_forward_args(x, torch.randn(4, 3, 4), None))
+    got, _ = outcome(lambda: model.check_forward_args(x, torch.randn(4, 3, 4), None))
     assert got == want and want[0] is RuntimeError
 
 
