@@ -19,8 +19,11 @@ phase's unfinished point, never what came before it):
   d timing       FusedRNN against nn.RNN (cuDNN) with the same weights, forward and forward + backward,
                  do_bench medians with p20 / p80, every kernel mode side by side, cuDNN's algorithm per
                  point, then the per-step floors (bench/floors.py)
-  e flashrnn     FlashRNN's Elman ("cuda_fused") at the same points, where it can be had (see there)
-  f tests        the CUDA-only tests, then as much of the suite as the budget leaves
+  e gated        FusedLSTM / FusedGRU against nn.LSTM / nn.GRU: per point a check against float64 and the
+                 timing, cuDNN's algorithm, "no kernel: <reason>" where the kernels refuse a point, issue 23's
+                 targets (bench/gpu_gated.py, which says what it adds to the budget)
+  f flashrnn     FlashRNN's Elman ("cuda_fused") at the same points, where it can be had (see there)
+  g tests        the CUDA-only tests, then as much of the suite as the budget leaves
 
 Before a GPU session, on any machine (no GPU, no torch in the compiling Python):
 
@@ -49,37 +52,45 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
+if str(BENCH) not in sys.path:  # the phase modules and their shared helpers, however this file was loaded
+    sys.path.insert(0, str(BENCH))
+
+import gpu_gated  # noqa: E402
+from gpu_common import (  # noqa: E402
+    Point,
+    append,
+    bench_ms,
+    cudnn_algorithm,
+    device,
+    dtype_of,
+    kernel_mode,
+    log,
+    persistent_probe,
+    precision_mode,
+    read_records,
+    rel_err,
+    timed_fns,
+    tolerance,
+)
+
 FILES = ("log.txt", "points.jsonl", "results.json", "results.md", "results.png", "pytest.txt")
-PHASES = ("env", "warmup", "correctness", "timing", "flashrnn", "tests")
-#: seconds per phase on the card (the parent also stops every phase at the overall budget)
-TIMEOUTS = {"env": 30, "warmup": 110, "correctness": 80, "timing": 170, "flashrnn": 75, "tests": 300}
-SMOKE_TIMEOUTS = {"env": 30, "warmup": 90, "correctness": 100, "timing": 90, "flashrnn": 20, "tests": 60}
+PHASES = ("env", "warmup", "correctness", "timing", "gated", "flashrnn", "tests")
+#: seconds per phase on the card (the parent also stops every phase at the overall budget, 420 s; the tests
+#: phase, last, gets what is left: the gated phase's 35-50 s (bench/gpu_gated.py) come out of its share)
+TIMEOUTS = {"env": 30, "warmup": 110, "correctness": 80, "timing": 170, "gated": 60, "flashrnn": 75, "tests": 300}
+SMOKE_TIMEOUTS = {"env": 30, "warmup": 90, "correctness": 100, "timing": 90, "gated": 60, "flashrnn": 20,
+                  "tests": 60}  # fmt: skip
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 #: the mode each dtype's tolerance row and matmul settings come from
 FLASHRNN_JIT_SECONDS = 60
 
 
 # --------------------------------------------------------------------------- the grid
-
-
-@dataclass(frozen=True)
-class Point:
-    """One timed shape: B rows, T steps, hidden size H, at precision `prec` (fp32 = IEEE, tf32, bf16, fp16)."""
-
-    B: int
-    T: int
-    H: int
-    prec: str
-
-    @property
-    def spec(self) -> tuple[int, int, str]:
-        """What selects the kernels and their specialisation: T is not specialised (do_not_specialize)."""
-        return (self.B, self.H, self.prec)
 
 
 def timing_grid(smoke: bool) -> list[Point]:
@@ -155,15 +166,6 @@ def correctness_items(smoke: bool, cuda: bool) -> list[tuple[Point, str]]:
 # --------------------------------------------------------------------------- records and files
 
 
-def _append(out: Path, record: dict) -> None:
-    """One JSON line appended and flushed to disk at once, so a crash keeps it."""
-    record = dict(record, t=round(time.time(), 3))
-    with open(out / "points.jsonl", "a") as f:
-        f.write(json.dumps(record, default=str) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def _atomic_write(path: Path, data: bytes | str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -177,53 +179,6 @@ def _atomic_write(path: Path, data: bytes | str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-
-
-def read_records(out: Path) -> list[dict]:
-    path = out / "points.jsonl"
-    if not path.exists():
-        return []
-    recs = []
-    for line in path.read_text().splitlines():
-        with contextlib.suppress(json.JSONDecodeError):  # a line cut by a kill is dropped, the rest kept
-            recs.append(json.loads(line))
-    return recs
-
-
-def log(msg: str) -> None:
-    print(msg, flush=True)
-
-
-# --------------------------------------------------------------------------- cuDNN's choice
-
-
-def cudnn_algorithm(
-    B: int, T: int, H: int, dtype_name: str, forward: bool, *, input_size: int | None = None, layers: int = 1,
-    bidirectional: bool = False, packed: bool = False, capability: tuple[int, int] = (9, 0), sm_count: int = 132,
-    cell: str = "rnn", proj: bool = False,
-) -> str:  # fmt: skip
-    """The cuDNN RNN algorithm PyTorch picks (``get_algo`` in ATen's cudnn/RNN.cpp), for cell "rnn" (Elman),
-    "lstm" or "gru":
-
-    packed input or LSTM projections -> STANDARD; a GRU on sm_8x and later -> STANDARD; otherwise, non-double
-    with H <= 384 forward / H <= 256 backward (Elman) or H <= 192 / H <= 128 (LSTM, GRU) ->
-    PERSIST_STATIC_SMALL_H; fp16 Elman or LSTM with 1 layer, one direction, H <= 1024, H % 128 == 0,
-    input % 128 == 0, B % 8 == 0, B <= 128, (B < 96 or H < 896), on sm_8x (not 8.6) and later with >= 98 SMs
-    -> PERSIST_STATIC; else STANDARD. (T does not enter for sm_8x+.)
-    """
-    input_size = H if input_size is None else input_size
-    if packed or proj or (cell == "gru" and capability[0] >= 8):
-        return "STANDARD"
-    small = (384, 256) if cell == "rnn" else (192, 128)
-    if dtype_name != "fp64" and capability[0] >= 6 and H <= (small[0] if forward else small[1]):
-        return "PERSIST_STATIC_SMALL_H"
-    if dtype_name == "fp16" and cell in ("rnn", "lstm"):
-        common = layers == 1 and H <= 1024 and not bidirectional and H % 128 == 0 and input_size % 128 == 0
-        device = capability[0] >= 8 and sm_count >= 98 and capability[1] != 6
-        device = device and B % 8 == 0 and B <= 128 and (B < 96 or H < 896)
-        if common and device:
-            return "PERSIST_STATIC"
-    return "STANDARD"
 
 
 # --------------------------------------------------------------------------- phase a: environment
@@ -278,81 +233,11 @@ def phase_env(out: Path, smoke: bool) -> None:
     else:
         rec["carried_cache"] = {"restored": False, "why": "none carried: the warm-up compiles in a process pool"}
     log(f"env: carried Triton cache: {rec['carried_cache']}")
-    _append(out, rec)
+    append(out, rec)
     log(f"env: {rec['device']}, torch {rec['torch']}, triton {rec['triton_identity']['triton']}")
 
 
 # --------------------------------------------------------------------------- shared set-up
-
-
-@contextlib.contextmanager
-def precision_mode(prec: str):
-    """Matched precision on both sides: fp32 = IEEE everywhere (no TF32 in cuDNN or cuBLAS), tf32 = TF32
-    allowed everywhere; bf16 / fp16 leave float32 alone."""
-    import torch
-
-    saved = (
-        torch.get_float32_matmul_precision(),
-        torch.backends.cudnn.allow_tf32,
-        torch.backends.cuda.matmul.allow_tf32,
-    )
-    tf32 = prec == "tf32"
-    torch.set_float32_matmul_precision("high" if tf32 else "highest")
-    torch.backends.cudnn.allow_tf32 = tf32
-    torch.backends.cuda.matmul.allow_tf32 = tf32
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(saved[0])
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved[1], saved[2]
-
-
-@contextlib.contextmanager
-def kernel_mode(mode: str):
-    """The environment that makes FusedRNN run `mode` (persistent: the grid-barrier kernels)."""
-    from fused_rnn.launch import GRID_BARRIER_ENV
-
-    saved = os.environ.get(GRID_BARRIER_ENV)
-    os.environ[GRID_BARRIER_ENV] = "1" if mode == "persistent" else "0"
-    try:
-        yield
-    finally:
-        os.environ.pop(GRID_BARRIER_ENV, None)
-        if saved is not None:
-            os.environ[GRID_BARRIER_ENV] = saved
-
-
-@contextlib.contextmanager
-def persistent_probe():
-    """Yields a list that gets, per persistent attempt, whether the grid-barrier kernel ran (False: the grid
-    is not co-resident on this card and step mode ran instead)."""
-    import fused_rnn.launch as launch
-
-    ran: list[bool] = []
-    orig = launch._launch_persistent
-
-    def probe(*args, **kwargs):
-        ok = orig(*args, **kwargs)
-        ran.append(ok)
-        return ok
-
-    launch._launch_persistent = probe
-    try:
-        yield ran
-    finally:
-        launch._launch_persistent = orig
-
-
-def dtype_of(prec: str):
-    import torch
-
-    return {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[prec]
-
-
-def device():
-    import torch
-
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def modules(H: int, prec: str, dev, *, layers: int = 1, bidirectional: bool = False):
@@ -377,6 +262,9 @@ def exercise(p: Point, mode: str, dev) -> None:
     bench/triton_cache.py records)."""
     import torch
 
+    if mode in gpu_gated.CELLS:  # an LSTM / GRU point
+        gpu_gated.exercise(p, mode, dev)
+        return
     with precision_mode(p.prec), kernel_mode("step" if mode == "graph" else mode):
         if mode == "generate":
             from fused_rnn.bench.cases.generation import _per_step_loop
@@ -412,8 +300,9 @@ def floor_items() -> list[tuple[Point, str]]:
 
 
 def warmup_items(smoke: bool, cuda: bool) -> list[tuple[Point, str]]:
-    """What the warm-up runs (and the cache builder records): every correctness item, then the floors' shapes."""
-    return correctness_items(smoke, cuda) + ([] if smoke else floor_items())
+    """What the warm-up runs (and the cache builder records): every correctness item, the LSTM / GRU points,
+    then the floors' shapes."""
+    return correctness_items(smoke, cuda) + gpu_gated.warmup_items(smoke) + ([] if smoke else floor_items())
 
 
 def _warm_one(item: tuple) -> tuple[str, float, str | None]:
@@ -465,29 +354,13 @@ def phase_warmup(out: Path, smoke: bool) -> None:
             launchers_cached_before=before[1],
             launchers_built=tc.launchers(Path(cache_dir)) - before[1],
         )
-    _append(out, rec)
+    append(out, rec)
     log(f"warmup: {len(items)} items on {workers} processes in {wall:.1f} s, {len(errors)} errors" + (
         f"; built {rec['kernels_compiled']} kernels and {rec['launchers_built']} launchers, {before[0]} and "
         f"{before[1]} were in the cache" if before is not None else ""))  # fmt: skip
 
 
 # --------------------------------------------------------------------------- phase c: correctness
-
-
-def _tolerance(prec: str) -> dict:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from helpers import TOL
-
-    return TOL[dtype_of(prec) if prec in ("bf16", "fp16") else prec]
-
-
-def _rel(got, ref) -> float:
-    import torch
-
-    if torch.isnan(got).any():
-        return math.inf  # an unwritten (NaN-poisoned) element
-    got, ref = got.detach().double(), ref.detach().double()
-    return float((got - ref).norm() / ref.norm().clamp_min(1e-30))
 
 
 def _generation_case(p: Point, dev, smoke: bool):
@@ -511,7 +384,7 @@ def check_generation(p: Point, dev) -> dict:
             rec = case.check(state, ctx)
     finally:
         launch.POISON = False
-    tol = 1e-4 if p.prec == "fp32" else _tolerance(p.prec)["fwd"]
+    tol = 1e-4 if p.prec == "fp32" else tolerance(p.prec)["fwd"]
     err = rec["gen_logp_max_rel_vs_float64"]
     ok = err <= tol  # NaN (an unwritten element) fails
     return dict(rec, tolerance=tol, ok=ok, failed=[] if ok else [f"generate logp {err:.2e} over {tol:.0e}"])
@@ -567,8 +440,8 @@ def check_point(p: Point, mode: str, dev) -> dict:
     finally:
         launch.POISON = False
     want = run(ref, x.double(), h0.double())
-    tol = _tolerance(p.prec)
-    errs = {n: _rel(g, w) for n, g, w in zip(names, got, want, strict=True)}
+    tol = tolerance(p.prec)
+    errs = {n: rel_err(g, w) for n, g, w in zip(names, got, want, strict=True)}
     rec = {"errors": {k: float(f"{v:.3e}") for k, v in errs.items()}}
     bad = [n for n, e in errs.items() if not e <= tol["fwd" if n in ("output", "h_n") else "bwd"]]
     if mode == "persistent":
@@ -577,7 +450,7 @@ def check_point(p: Point, mode: str, dev) -> dict:
         if not repeat:
             bad.append("persistent run not bitwise repeatable")
     if mode == "graph":  # the replay held to the same tolerance (cuBLAS may pick another GEMM under capture)
-        gerr = {n: _rel(g, w) for n, g, w in zip(names[:4], graphed, want[:4], strict=True)}
+        gerr = {n: rel_err(g, w) for n, g, w in zip(names[:4], graphed, want[:4], strict=True)}
         rec["graph_errors"] = {k: float(f"{v:.3e}") for k, v in gerr.items()}
         rec["graph_bitwise_equal_to_eager"] = all(torch.equal(a, b) for a, b in zip(graphed, got[:4], strict=True))
         bad += [f"graph {n}" for n, e in gerr.items() if not e <= tol["fwd" if n in ("output", "h_n") else "bwd"]]
@@ -598,7 +471,7 @@ def phase_correctness(out: Path, smoke: bool) -> None:
         except Exception as exc:  # noqa: BLE001 - a failure is a result
             rec = {"ok": False, "failed": [f"{type(exc).__name__}: {exc}"]}
         rec.update(phase="correctness", point=asdict(p), mode=mode, seconds=round(time.perf_counter() - t0, 2))
-        _append(out, rec)
+        append(out, rec)
         n_bad += not rec["ok"]
         log(f"correctness {i + 1}/{len(items)} {p} {mode}: {'ok' if rec['ok'] else 'FAIL ' + str(rec['failed'])}")
         if dev.type == "cuda":
@@ -607,59 +480,6 @@ def phase_correctness(out: Path, smoke: bool) -> None:
 
 
 # --------------------------------------------------------------------------- phase d: timing
-
-
-def bench_ms(fn, smoke: bool) -> tuple[float, float, float]:
-    """(median, p20, p80) in ms: triton.testing.do_bench on CUDA, the host clock in the interpreter."""
-    import torch
-
-    if torch.cuda.is_available():
-        import triton.testing
-
-        q = triton.testing.do_bench(fn, warmup=25, rep=100, quantiles=[0.5, 0.2, 0.8])
-        return float(q[0]), float(q[1]), float(q[2])
-    fn()
-    times = []
-    for _ in range(2 if smoke else 10):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    times.sort()
-    q = lambda f: times[min(len(times) - 1, int(f * len(times)))]  # noqa: E731
-    return q(0.5), q(0.2), q(0.8)
-
-
-def _timed_fns(module, x, gout, graph: bool):
-    """forward and forward + backward closures of `module` on x (T, B, H) with output gradient gout."""
-    import torch
-
-    if graph:
-        with torch.no_grad():
-            module(x)  # built before capture
-            torch.cuda.synchronize()
-            g = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(g):
-                module(x)
-        xg = x.detach().clone().requires_grad_()
-        graphed = torch.cuda.make_graphed_callables(module, (xg,))
-
-        def fwdbwd_g():
-            o, _ = graphed(xg)
-            o.backward(gout)
-
-        return g.replay, fwdbwd_g
-
-    def fwd():
-        with torch.no_grad():
-            module(x)
-
-    xr = x.detach().clone().requires_grad_()
-
-    def fwdbwd():
-        o, _ = module(xr)
-        o.backward(gout)
-
-    return fwd, fwdbwd
 
 
 def time_point(p: Point, dev, smoke: bool, cap: tuple[int, int], sms: int) -> list[dict]:
@@ -677,7 +497,7 @@ def time_point(p: Point, dev, smoke: bool, cap: tuple[int, int], sms: int) -> li
     )
     with precision_mode(p.prec):
         base = {}
-        fwd, fwdbwd = _timed_fns(ref, x, gout, graph=False)
+        fwd, fwdbwd = timed_fns(ref, x, gout, graph=False)
         base["fwd"], base["fwdbwd"] = bench_ms(fwd, smoke), bench_ms(fwdbwd, smoke)
         for mode, why in kernel_modes(p.H, dev.type == "cuda").items():
             rec = {"phase": "timing", "point": asdict(p), "mode": mode, "cudnn_algorithm": algo,
@@ -687,7 +507,7 @@ def time_point(p: Point, dev, smoke: bool, cap: tuple[int, int], sms: int) -> li
                 continue
             try:
                 with kernel_mode("step" if mode == "graph" else mode), persistent_probe() as ran:
-                    fwd, fwdbwd = _timed_fns(fused, x, gout, graph=mode == "graph")
+                    fwd, fwdbwd = timed_fns(fused, x, gout, graph=mode == "graph")
                     fwd()
                     if mode == "persistent" and not all(ran):
                         recs.append(dict(rec, skipped="the grid is not co-resident on this card: step mode runs"))
@@ -725,7 +545,7 @@ def phase_timing(out: Path, smoke: bool) -> None:
         except Exception as exc:  # noqa: BLE001
             recs = [{"phase": "timing", "point": asdict(p), "error": f"{type(exc).__name__}: {exc}"}]
         for r in recs:
-            _append(out, r)
+            append(out, r)
         best = [r["fwdbwd"]["speedup"] for r in recs if "fwdbwd" in r]
         log(f"timing {i + 1}/{len(pts)} {p}: fwd+bwd {max(best):.2f}x nn.RNN (best mode), "
             f"{time.perf_counter() - t0:.1f} s" if best else f"timing {i + 1}/{len(pts)} {p}: no mode ran")  # fmt: skip
@@ -739,7 +559,7 @@ def phase_timing(out: Path, smoke: bool) -> None:
                 rec.update(case.run(state, ctx), path=case.choose_path(state.fused, p.B, "auto")[0])
         except Exception as exc:  # noqa: BLE001
             rec["error"] = f"{type(exc).__name__}: {exc}"
-        _append(out, rec)
+        append(out, rec)
         rate = {k: rec.get(f"{k}_chars_per_s", 0.0) for k in ("one_launch", "per_step_loop", "char_loop")}
         log(
             f"generation {p}: {rate['one_launch']:,.0f} chars/s ({rec.get('path')}), per-step loop "
@@ -754,11 +574,16 @@ def phase_timing(out: Path, smoke: bool) -> None:
     except Exception as exc:  # noqa: BLE001
         rec["error"] = f"{type(exc).__name__}: {exc}"
     rec["cpu_jit_binder_us"] = floors.binder_cost_us()
-    _append(out, rec)
+    append(out, rec)
     log(f"floors: {rec}")
 
 
-# --------------------------------------------------------------------------- phase e: FlashRNN
+# --------------------------------------------------------------------------- phase e: LSTM / GRU
+
+# bench/gpu_gated.py (`gpu_gated.phase`)
+
+
+# --------------------------------------------------------------------------- phase f: FlashRNN
 
 
 def _flashrnn_path() -> tuple[str | None, str]:
@@ -784,12 +609,12 @@ def phase_flashrnn(out: Path, smoke: bool) -> None:
 
     rec: dict = {"phase": "flashrnn"}
     if not torch.cuda.is_available():
-        _append(out, dict(rec, skipped="CUDA only (its kernels are CUDA C++ built at run time)"))
+        append(out, dict(rec, skipped="CUDA only (its kernels are CUDA C++ built at run time)"))
         log("flashrnn: CUDA only")
         return
     path, how = _flashrnn_path()
     if path is None:
-        _append(out, dict(rec, skipped=how))
+        append(out, dict(rec, skipped=how))
         log(f"flashrnn: skipped: {how}")
         return
     # the JIT build runs in a child under its own limit: a slow nvcc must not eat the other phases
@@ -800,7 +625,7 @@ def phase_flashrnn(out: Path, smoke: bool) -> None:
                            timeout=FLASHRNN_JIT_SECONDS + 60, capture_output=True, text=True)  # fmt: skip
         log(r.stdout[-2000:] + r.stderr[-2000:])
     except subprocess.TimeoutExpired:
-        _append(out, dict(rec, skipped=f"build and timing ran past {FLASHRNN_JIT_SECONDS + 60} s", source=how))
+        append(out, dict(rec, skipped=f"build and timing ran past {FLASHRNN_JIT_SECONDS + 60} s", source=how))
     log(f"flashrnn: {time.perf_counter() - t0:.0f} s ({how})")
 
 
@@ -811,7 +636,7 @@ def flashrnn_child(out: Path) -> None:
     import torch
 
     def too_slow():
-        _append(out, {"phase": "flashrnn", "skipped": f"its JIT build ran past {FLASHRNN_JIT_SECONDS} s"})
+        append(out, {"phase": "flashrnn", "skipped": f"its JIT build ran past {FLASHRNN_JIT_SECONDS} s"})
         os._exit(3)
 
     timer = threading.Timer(FLASHRNN_JIT_SECONDS, too_slow)
@@ -834,10 +659,10 @@ def flashrnn_child(out: Path) -> None:
         torch.cuda.synchronize()
     except Exception as exc:  # noqa: BLE001
         timer.cancel()
-        _append(out, {"phase": "flashrnn", "skipped": f"build or first call failed: {type(exc).__name__}: {exc}"})
+        append(out, {"phase": "flashrnn", "skipped": f"build or first call failed: {type(exc).__name__}: {exc}"})
         return
     timer.cancel()
-    _append(out, {"phase": "flashrnn", "build_seconds": round(time.perf_counter() - t0, 1)})
+    append(out, {"phase": "flashrnn", "build_seconds": round(time.perf_counter() - t0, 1)})
     for p in timing_grid(False):
         rec = {"phase": "flashrnn", "point": asdict(p)}
         try:
@@ -855,10 +680,10 @@ def flashrnn_child(out: Path) -> None:
             rec["fwdbwd"] = {"ms": ms, "p20": p20, "p80": p80, "us_per_step": ms * 1e3 / p.T}
         except Exception as exc:  # noqa: BLE001
             rec["skipped"] = f"{type(exc).__name__}: {str(exc)[:200]}"
-        _append(out, rec)
+        append(out, rec)
 
 
-# --------------------------------------------------------------------------- phase f: tests
+# --------------------------------------------------------------------------- phase g: tests
 
 #: the tests that only run on CUDA: the grid barrier, tf32x3, the compiled tanh bound, fp16 autocast, no host sync
 CUDA_ONLY = "barrier or tf32x3 or tanh or autocast or sync or cuda"
@@ -892,7 +717,7 @@ def phase_tests(out: Path, smoke: bool, deadline: float) -> None:
     for name, args, workers in runs:
         left = deadline - time.time() - 5
         if left < 20:
-            _append(out, {"phase": "tests", "run": name, "skipped": "no time left in the budget"})
+            append(out, {"phase": "tests", "run": name, "skipped": "no time left in the budget"})
             continue
         cmd = _pytest_cmd(args, workers, 120)
         t0 = time.perf_counter()
@@ -906,11 +731,11 @@ def phase_tests(out: Path, smoke: bool, deadline: float) -> None:
                 rc = "timeout"
         text = (out / "pytest.txt").read_text()
         summary = _summary(text)
-        _append(out, {"phase": "tests", "run": name, "rc": rc, "summary": summary,
+        append(out, {"phase": "tests", "run": name, "rc": rc, "summary": summary,
                       "seconds": round(time.perf_counter() - t0, 1)})  # fmt: skip
         log(f"tests {name}: rc {rc}, {summary}")
     if not cuda:
-        _append(out, {"phase": "tests", "run": "suite", "skipped": "CPU: CI runs the suite itself"})
+        append(out, {"phase": "tests", "run": "suite", "skipped": "CPU: CI runs the suite itself"})
 
 
 # --------------------------------------------------------------------------- the report
@@ -935,6 +760,9 @@ def report(out: Path, make_plot: bool = False) -> dict:
         "min_fwdbwd_speedup_best_mode": min(sp) if sp else None,
         "correctness": _correctness_summary(res["phases"].get("correctness", [])),
     }
+    env = (res["phases"].get("env") or [None])[0]  # without it, the points recorded are the plan
+    planned = gpu_gated.grid(bool(env.get("smoke"))) if env else None
+    res["summary"]["gated"] = gpu_gated.summary(res["phases"].get("gated", []), planned)
     _atomic_write(out / "results.json", json.dumps(res, indent=1, default=str))
     _atomic_write(out / "results.md", _markdown(res, timing))
     if make_plot:
@@ -981,6 +809,7 @@ def _markdown(res: dict, timing: list[dict]) -> str:
             + f" {f['baseline_us_per_step']:.2f} | {f['speedup']:.2f} | {b['us_per_step']:.2f} |"
             + f" {b['baseline_us_per_step']:.2f} | {b['speedup']:.2f} | {f['tflops']:.2f} |"
         )  # fmt: skip
+    lines += gpu_gated.markdown(res["phases"].get("gated", []), s["gated"])
     gen = res["phases"].get("generation", [])
     if gen:
         lines += ["", "## Generation (FusedCharRNN, V = 65): characters per second", "",
@@ -1061,6 +890,8 @@ def run_phase(name: str, out: Path, smoke: bool, deadline: float) -> int:
         phase_correctness(out, smoke)
     elif name == "timing":
         phase_timing(out, smoke)
+    elif name == "gated":
+        gpu_gated.phase(out, smoke, deadline)
     elif name == "flashrnn":
         phase_flashrnn(out, smoke)
     elif name == "tests":
@@ -1083,10 +914,11 @@ def drive(out: Path, smoke: bool, budget: float, phases: list[str], carried: Pat
         for name in phases:
             left = deadline - time.time()
             if left < 5:
-                _append(out, {"phase": "run", "name": name, "status": "skipped: budget spent", "seconds": 0})
+                append(out, {"phase": "run", "name": name, "status": "skipped: budget spent", "seconds": 0})
                 continue
             limit = min(timeouts[name], left)
-            cmd = [sys.executable, __file__, "--phase", name, "--out", str(out), "--deadline", str(deadline)]
+            # the phase's own end (its kill), so that a phase with a time guard stops before it
+            cmd = [sys.executable, __file__, "--phase", name, "--out", str(out), "--deadline", str(time.time() + limit)]
             cmd += ["--smoke"] if smoke else []
             t0 = time.time()
             log(f"== phase {name} (limit {limit:.0f} s)")
@@ -1102,14 +934,15 @@ def drive(out: Path, smoke: bool, budget: float, phases: list[str], carried: Pat
             timer.cancel()
             st = "timeout" if timer.fired else ("ok" if proc.returncode == 0 else f"exit {proc.returncode}")
             status |= st != "ok"
-            _append(out, {"phase": "run", "name": name, "status": st, "seconds": round(time.time() - t0, 1)})
+            append(out, {"phase": "run", "name": name, "status": st, "seconds": round(time.time() - t0, 1)})
             report(out)
     report(out, make_plot=True)
     res = json.loads((out / "results.json").read_text())
-    c = res["summary"]["correctness"]
-    status |= bool(c["failed"])
+    c, g = res["summary"]["correctness"], res["summary"]["gated"]
+    status |= bool(c["failed"]) or bool(g["failed"])
     files = ", ".join(sorted(p.name for p in out.iterdir() if not p.name.startswith(".")))
-    log(f"gpu_run: {time.time() - start:.0f} s; correctness {c['passed']}/{c['checked']}; files in {out}: {files}")
+    log(f"gpu_run: {time.time() - start:.0f} s; correctness {c['passed']}/{c['checked']}, LSTM / GRU "
+        f"{g['passed']}/{g['checked']}; files in {out}: {files}")  # fmt: skip
     if carried is not None:  # the run's own cache folder (the machine's default cache is left alone)
         shutil.rmtree(env["TRITON_CACHE_DIR"], ignore_errors=True)
     return status

@@ -4,7 +4,7 @@
 # argument, else bench/results/gpu-run; at most 7 files, all at its top level. Further arguments go to
 # gpu_run.py (e.g. --budget 400, --phases env,correctness). Usage, from the repository root:
 #   bash bench/gpu_run.sh [DIR] [gpu_run.py options]
-# FlashRNN's side (phase e) needs its wheels carried with the tree, the machine has no network: before the
+# FlashRNN's side (phase f) needs its wheels carried with the tree, the machine has no network: before the
 # device call, `pip download --no-deps -d .whl flashrnn einops` and pass carry=[".whl"] (.whl/ is ignored by git).
 # The prebuilt sm_90 Triton cache travels the same way: `python bench/gpu_run.py --build-cache --cache-python
 # PY312` (a Python 3.12 with triton 3.6.0, as on the card) writes .triton-cache/sm90.tar.xz; carry ".triton-cache".

@@ -7,6 +7,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 gpu_run = load_bench("gpu_run")
+gated = gpu_run.gpu_gated  # the LSTM / GRU phase (bench/gpu_gated.py), as gpu_run imports it
+Point = gpu_run.Point
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the rehearsal is for CPU machines; the card runs the real one")
@@ -61,6 +65,48 @@ def test_smoke_run_writes_every_phase(tmp_path):
     assert res["summary"]["correctness"]["failed"] == []
     md = (out / "results.md").read_text()
     assert "| B | T | H | prec | mode |" in md and "SMOKE" in md
+    _check_smoke_gated(recs, res, md)
+
+
+def _check_smoke_gated(recs, res, md):
+    """The LSTM / GRU phase: every point of its grid recorded; the ones the kernels take checked against float64
+    and timed against nn; the ones they refuse (float64 here) recorded with triton_reason's words; the table rows
+    and issue 23's targets in results.md and results.json."""
+    from fused_rnn.gated_ops import triton_reason
+
+    recs = [r for r in recs if r["phase"] == "gated"]
+    planned = gated.grid(True)
+    assert {(r["cell"], Point(**r["point"])) for r in recs} == set(planned)
+    refused = 0
+    for cell, p in planned:
+        rs = [r for r in recs if r["cell"] == cell and Point(**r["point"]) == p]
+        assert all(r["cudnn_algorithm"]["forward"] and r["precision"] and r["device"] for r in rs), rs
+        with gpu_run.precision_mode(p.prec):
+            reason = triton_reason(p.B, p.H, gpu_run.dtype_of(p.prec), torch.device("cpu"))
+        if reason is not None:
+            refused += 1
+            assert [r["skipped"] for r in rs] == [f"no kernel: {reason}"]
+            assert rs[0]["nn"]["fwd"]["ms"] > 0 and rs[0]["nn"]["fwdbwd"]["ms"] > 0  # nn timed, not dropped
+            assert f"| {cell} | {p.B} | {p.T} | {p.H} | {p.prec} | - |" in md and f"no kernel: {reason}" in md
+            continue
+        by_mode = {r["mode"]: r for r in rs}
+        assert set(by_mode) == set(gated.MODES) and "CUDA only" in by_mode["persistent"]["skipped"]
+        r = by_mode["default"]
+        names = {"output", "h_n", "d input", "d h0"} | ({"c_n", "d c0"} if cell == "lstm" else set())
+        assert r["check"]["ok"] and names <= set(r["check"]["errors"]), r["check"]
+        assert r["check"]["tolerance"] == gpu_run.tolerance(p.prec)
+        assert r["fwd"]["ms"] > 0 and r["fwdbwd"]["baseline_ms"] > 0 and r["fwdbwd"]["speedup"] > 0
+        assert r["fwd"]["p20"] <= r["fwd"]["ms"] <= r["fwd"]["p80"]
+        assert f"| {cell} | {p.B} | {p.T} | {p.H} | {p.prec} | default |" in md
+    assert refused, "the rehearsal must cover a point the kernels refuse"
+    summ = res["summary"]["gated"]
+    assert summ["failed"] == [] and summ["checked"] == summ["passed"] == len(planned) - refused
+    assert summ["points"] == len(planned) and len(summ["no_kernel"]) == refused
+    step, ratio = summ["targets"]
+    assert (step["target"], step["status"]) == (gated.TARGET_TEXT, "not run")  # not in the smoke grid
+    assert ratio["target"] == gated.RATIO_TEXT and ratio["status"] == "not met"  # a point without a kernel
+    assert "## LSTM / GRU" in md and "## Targets (issue 23)" in md
+    assert f"- {gated.TARGET_TEXT}: **not run**" in md and f"- {gated.RATIO_TEXT}: **not met**" in md
 
 
 @pytest.mark.parametrize("smoke", [True, False])
@@ -73,6 +119,146 @@ def test_every_timed_specialisation_is_checked(smoke, cuda):
     kinds = {"single", "step", "persistent", "graph", "generate"}
     extras = {m for _, m in gpu_run.correctness_items(smoke, cuda)} - kinds
     assert extras == {"packed_bidirectional"}  # ragged lengths and reverse, on top
+
+
+def test_gated_grid_is_the_issue_grid():
+    """B 16, T 1024: both cells at every precision over the single-program range, and at the issue's target
+    H = 768 in bf16 (first: the time guard drops the tail) and fp16."""
+    pts = gated.grid(False)
+    assert pts[0] == gated.TARGET and {c for c, _ in pts[:2]} == {"lstm", "gru"}
+    assert len(set(pts)) == len(pts) and {(p.B, p.T) for _, p in pts} == {(16, 1024)}
+    for cell in ("lstm", "gru"):
+        have = {(p.H, p.prec) for c, p in pts if c == cell}
+        assert {(H, prec) for H in (32, 64) for prec in gpu_run.PRECISIONS} <= have
+        assert {(768, "bf16"), (768, "fp16")} <= have
+
+
+@pytest.mark.parametrize("smoke", [True, False])
+def test_every_gated_point_is_warmed(smoke):
+    """The warm-up (and so the carried cache's recording) runs every LSTM / GRU specialisation the phase launches."""
+    warmed = {(m, p.spec) for p, m in gpu_run.warmup_items(smoke, cuda=True) if m in gated.CELLS}
+    assert warmed == {(c, p.spec) for c, p in gated.grid(smoke)}
+    assert {p.T for p, m in gpu_run.warmup_items(smoke, cuda=True) if m in gated.CELLS} == {2}
+
+
+@pytest.mark.skipif(not launch.INTERPRETED, reason="recording runs under Triton's interpreter (CPU)")
+def test_a_gated_warmup_item_launches_the_gated_kernels():
+    """What the warm-up and the carried cache's recorder run for an LSTM / GRU point: the gated kernels, forward
+    and backward (through gpu_run.exercise, as the pool and `--build-cache` call it)."""
+    tc = gpu_run._triton_cache()
+
+    def work():
+        for p, cell in gated.warmup_items(True)[:2]:
+            gpu_run.exercise(p, cell, torch.device("cpu"))
+            yield
+
+    kernels = {r["kernel"] for r in tc.record(work)}
+    assert len(kernels) >= 2 and all(k.startswith("gated_") for k in kernels), kernels
+    assert any("fwd" in k for k in kernels) and any("bwd" in k for k in kernels), kernels
+
+
+def test_gated_points_follow_triton_reason(tmp_path, monkeypatch):
+    """Whether a point runs is triton_reason's call and nothing else: refused, a point the kernels take is
+    recorded as "no kernel: <reason>" with nn timed, its cuDNN algorithm and its precision, and no check."""
+    import fused_rnn.gated_ops as gated_ops
+
+    asked = []
+
+    def refuse(B, H, dtype, device):
+        asked.append((B, H, dtype))
+        return f"refused by the test at H = {H}"
+
+    monkeypatch.setattr(gated_ops, "triton_reason", refuse)
+    pts = [("lstm", Point(16, 2, 16, "fp32")), ("gru", Point(16, 2, 32, "bf16"))]
+    gated.phase(tmp_path, True, time.time() + 120, points=pts)
+    recs = gpu_run.read_records(tmp_path)
+    assert asked == [(16, 16, torch.float32), (16, 32, torch.bfloat16)]
+    assert [r["skipped"] for r in recs] == ["no kernel: refused by the test at H = 16", "no kernel: refused by the "
+                                            "test at H = 32"]  # fmt: skip
+    for r, (cell, p) in zip(recs, pts, strict=True):
+        assert r["cell"] == cell and r["point"] == asdict(p) and "check" not in r and r["nn"]["fwdbwd"]["ms"] > 0
+        assert r["cudnn_algorithm"] == {
+            "forward": gpu_run.cudnn_algorithm(16, 2, p.H, p.prec, True, cell=cell),
+            "backward": gpu_run.cudnn_algorithm(16, 2, p.H, p.prec, False, cell=cell),
+        }
+        assert r["precision"] == gated.PRECISION_TEXT[p.prec] and r["baseline"] == f"nn.{cell.upper()} (CPU)"
+    summ = gated.summary(recs)
+    assert summ["no_kernel"] == ["LSTM B 16 T 2 H 16 fp32", "GRU B 16 T 2 H 32 bf16"] and summ["checked"] == 0
+    assert summ["targets"][1]["status"] == "not run"  # nothing timed
+
+
+def test_gated_time_guard_records_the_rest(tmp_path, monkeypatch):
+    """Out of time, the remaining points are recorded with the reason instead of being run (or lost to the kill)."""
+    ran = []
+
+    def fake_point(cell, p, *args):
+        ran.append((cell, p))
+        time.sleep(0.8)
+        return [{"phase": "gated", "cell": cell, "point": asdict(p), "mode": "-", "skipped": "fake"}]
+
+    monkeypatch.setattr(gated, "run_point", fake_point)
+    monkeypatch.setattr(gated, "FIRST_ESTIMATE", {True: 0.0, False: 0.0})
+    monkeypatch.setattr(gated, "MARGIN", 0.5)
+    pts = gated.grid(True)
+    gated.phase(tmp_path, True, time.time() + 1.0, points=pts)  # room for the first point only
+    recs = gpu_run.read_records(tmp_path)
+    assert ran == pts[:1]
+    assert [(r["cell"], Point(**r["point"])) for r in recs] == pts
+    assert all(r["skipped"].startswith("out of time: ") for r in recs[1:]), recs
+    summ = gated.summary(recs, pts)
+    assert len(summ["not_run"]) == len(pts) and summ["targets"][1]["status"] == "not run"
+    far = tmp_path / "far"  # the same points with time to spare: all of them run
+    far.mkdir()
+    ran.clear()
+    gated.phase(far, True, time.time() + 60, points=pts[:2])
+    assert ran == pts[:2] and all(r["skipped"] == "fake" for r in gpu_run.read_records(far))
+
+
+def _gated_rec(cell, p, mode, fwd_us, fwdbwd_us, speedup, ok=True):
+    """A timed LSTM / GRU record as run_point writes it, with the figures a test needs."""
+    figs = {}
+    for kind, us in (("fwd", fwd_us), ("fwdbwd", fwdbwd_us)):
+        ms = us * p.T / 1e3
+        figs[kind] = {"ms": ms, "p20": ms, "p80": ms, "us_per_step": us, "baseline_ms": ms * speedup,
+                      "baseline_us_per_step": us * speedup, "speedup": speedup}  # fmt: skip
+    chk = {"ok": ok, "failed": [] if ok else ["h_n"], "errors": {"h_n": 0.1 if not ok else 1e-6},
+           "tolerance": {"fwd": 1e-2, "bwd": 1e-2}}  # fmt: skip
+    return {"phase": "gated", "cell": cell, "point": asdict(p), "mode": mode, "check": chk, **figs,
+            "cudnn_algorithm": {"forward": "STANDARD", "backward": "STANDARD"}}  # fmt: skip
+
+
+def test_gated_targets_met_not_met_not_run():
+    """Issue 23's two targets, each met / not met / not run with its figure, from the records."""
+    cell, tp = gated.TARGET
+    other = ("gru", Point(16, 1024, 64, "fp16"))
+    plan = [gated.TARGET, other]
+
+    def targets(recs, planned=plan):
+        return [(t["status"], t["figure"]) for t in gated.summary(recs, planned)["targets"]]
+
+    fast = [_gated_rec(cell, tp, "default", 2.5, 6.0, 1.5), _gated_rec(cell, tp, "persistent", 1.9, 5.0, 2.0),
+            _gated_rec(*other, "default", 3.0, 9.0, 1.2)]  # fmt: skip
+    (step, sfig), (ratio, rfig) = targets(fast)
+    assert (step, ratio) == ("met", "met")
+    assert "forward 1.90 µs per step (persistent), forward+backward 5.00 (persistent)" in sfig
+    assert "lowest 1.20× (GRU B 16 T 1024 H 64 fp16" in rfig
+    slow = [_gated_rec(cell, tp, "default", 2.5, 6.0, 1.5), _gated_rec(*other, "default", 3.0, 9.0, 0.9)]
+    (step, sfig), (ratio, rfig) = targets(slow)
+    assert (step, ratio) == ("not met", "not met") and "forward 2.50" in sfig and "lowest 0.90×" in rfig
+    bad = [_gated_rec(cell, tp, "default", 1.0, 1.0, 9.0, ok=False), _gated_rec(*other, "default", 3.0, 9.0, 1.2)]
+    (step, sfig), (ratio, rfig) = targets(bad)  # a wrong answer meets nothing, however fast
+    assert step == "not met" and "check failed" in sfig and ratio == "not met" and "1 of 2 check failed" in rfig
+    refused = {"phase": "gated", "cell": cell, "point": asdict(tp), "mode": "-", "no_kernel": "too big",
+               "skipped": "no kernel: too big", "nn": {k: {"us_per_step": 4.0} for k in ("fwd", "fwdbwd")}}  # fmt: skip
+    (step, sfig), (ratio, rfig) = targets([refused, fast[2]])
+    assert step == "not run" and sfig == "no kernel: too big; nn.LSTM 4.00 / 4.00 µs per step"
+    assert ratio == "not met" and "1 of 2 no kernel" in rfig  # not at every point
+    (step, sfig), (ratio, rfig) = targets([fast[2]])  # the target's point never recorded: the phase ran out
+    assert step == "not run" and ratio == "not run" and "1 of 2 not run" in rfig
+    assert targets([])[0][0] == targets([])[1][0] == "not run"
+    md = "\n".join(gated.markdown(fast, gated.summary(fast, plan)))
+    assert f"- {gated.TARGET_TEXT}: **met**: forward 1.90" in md and f"- {gated.RATIO_TEXT}: **met**: lowest" in md
+    assert md.count("| lstm | 16 | 1024 | 768 | bf16 |") == 2 and "| 1.50 |" in md
 
 
 def test_full_grid_is_the_issue_grid():
@@ -137,12 +323,14 @@ def test_cudnn_algorithm_packed_layers_and_cards():
 
 def test_report_keeps_records_cut_by_a_kill(tmp_path):
     """A line cut mid-write (a killed phase) is dropped; every record before it is kept."""
-    gpu_run._append(tmp_path, {"phase": "correctness", "ok": True, "point": {}, "mode": "step"})
+    gpu_run.append(tmp_path, {"phase": "correctness", "ok": True, "point": {}, "mode": "step"})
     with open(tmp_path / "points.jsonl", "a") as f:
         f.write('{"phase": "timing", "poi')
     res = gpu_run.report(tmp_path)
     assert res["summary"]["correctness"] == {"checked": 1, "passed": 1, "failed": []}
     assert (tmp_path / "results.md").exists()
+    assert "## Targets (issue 23)" in (tmp_path / "results.md").read_text()  # not run, and said so
+    assert [t["status"] for t in res["summary"]["gated"]["targets"]] == ["not run", "not run"]
 
 
 def test_bad_options_are_refused(tmp_path):
