@@ -133,6 +133,20 @@ class _FusedRNNBase(nn.Module):
 
     def __setstate__(self, d):
         super().__setstate__(d)
+        # states of older PyTorch modules, read as nn.RNNBase reads them: no proj_size before 1.8, and before
+        # 1.0 the Parameters themselves under "all_weights" where the names are kept now
+        if "all_weights" in d:
+            self._all_weights = d["all_weights"]
+        if "proj_size" not in d:
+            self.proj_size = 0
+        if self._all_weights and not isinstance(self._all_weights[0][0], str):
+            kinds = ["weight_ih", "weight_hh", *(["bias_ih", "bias_hh"] if self.bias else []),
+                     *(["weight_hr"] if self.proj_size > 0 else [])]  # fmt: skip
+            suffixes = ("", "_reverse") if self.bidirectional else ("",)
+            self._all_weights = [[f"{k}_l{layer}{sfx}" for k in kinds] for layer in range(self.num_layers)
+                                 for sfx in suffixes]  # fmt: skip
+            self._flat_weights_names = [name for names in self._all_weights for name in names]
+            self._flat_weights = [getattr(self, name, None) for name in self._flat_weights_names]
         self._flat_weight_refs = [weakref.ref(w) if w is not None else None for w in self._flat_weights]
 
     def _replicate_for_data_parallel(self):
@@ -355,6 +369,10 @@ def _vf_call(cell: str, args: tuple):
     else:  # .data: data, batch_sizes, hx, params, biases, layers, dropout, train, bidirectional
         input, batch_sizes, hx, params, has_biases, num_layers, dropout, train, bidirectional = args
         batch_first = False
+    if cell == "gru" and input.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        # PyTorch's CPU autocast runs aten::gru in float32 (no CPU autocast rule for it; aten::lstm has one)
+        with torch.autocast("cpu", enabled=False):
+            return _vf_call(cell, args)
     return rnn_forward(
         input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first, batch_sizes,
         backend="triton", cell=cell,

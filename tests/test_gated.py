@@ -249,14 +249,16 @@ KINDS = ["batched", "unbatched", "packed", "unsorted", "no_hx"]
 
 @pytest.mark.parametrize("ref_cls, cls", PAIRS)
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("shape", ["plain", "deep"])
+@pytest.mark.parametrize("shape", ["plain", "deep", "split"])
 def test_the_kernels_match_float64_torch(ref_cls, cls, kind, shape, poison):
     """backend="triton" (the interpreter here): outputs and every gradient against float64 nn.LSTM / nn.GRU."""
     from helpers import TOL, rel_err
 
-    kw = {"plain": dict(), "deep": dict(num_layers=2, bidirectional=True, batch_first=True)}[shape]
-    ref = ref_cls(5, 20, **kw).double()
-    got = cls(5, 20, backend="triton", **kw)
+    kw = {"plain": dict(), "deep": dict(num_layers=2, bidirectional=True, batch_first=True),
+          "split": dict(hidden_size=100)}[shape]  # fmt: skip
+    H = kw.pop("hidden_size", 20)  # 100: the split kernels
+    ref = ref_cls(5, H, **kw).double()
+    got = cls(5, H, backend="triton", **kw)
     got.load_state_dict({k: v.float() for k, v in ref.state_dict().items()})
     x, hx = _inputs(kind, ref)
     x64 = x.double() if isinstance(x, torch.Tensor) else x._replace(data=x.data.double())
@@ -290,14 +292,17 @@ def test_the_kernel_path_raises_as_torch(ref_cls, cls):
         assert outcome(lambda x=x, hx=hx: got(x, hx)) == outcome(lambda x=x, hx=hx: ref(x, hx))
 
 
-def test_lstm_kernels_under_autocast_run_in_its_dtype():
-    ref, m = nn.LSTM(3, 8), FusedLSTM(3, 8, backend="triton")
+@pytest.mark.parametrize("ref_cls, cls", PAIRS)
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_the_kernels_under_autocast_run_in_torchs_dtype(ref_cls, cls, backend):
+    """CPU autocast runs nn.LSTM in bfloat16 and nn.GRU in float32; each module does as its nn twin."""
+    ref, m = ref_cls(3, 8), cls(3, 8, backend=backend)
     m.load_state_dict(ref.state_dict())
     x = torch.randn(5, 2, 3)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         want, got = ref(x), m(x)
     for a, b in zip(_flat(got), _flat(want), strict=True):
-        assert a.dtype == b.dtype == torch.bfloat16
+        assert a.dtype == b.dtype
         torch.testing.assert_close(a.float(), b.float(), rtol=0.05, atol=0.02)
 
 
@@ -306,3 +311,31 @@ def test_gru_positional_arguments_as_torch():
     assert FusedGRU(*args).weight_hh_l0.dtype == nn.GRU(*args).weight_hh_l0.dtype == torch.float64
     with pytest.raises(ValueError, match="proj_size argument is only supported for LSTM"):
         FusedGRU(3, 4, 1, True, False, 0.0, False, 2)
+
+
+@pytest.mark.parametrize("ref_cls, cls", PAIRS)
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_export_and_jit_trace_as_torch(ref_cls, cls, backend, tmp_path):
+    """torch.export and torch.jit.trace record the module (the fused op in the graph on the kernels) and the
+    result runs other inputs as nn's does, with gradients through the trace."""
+    from helpers import TOL, rel_err
+
+    ref = ref_cls(3, 8, num_layers=2, bidirectional=True)
+    model = cls(3, 8, num_layers=2, bidirectional=True, backend=backend)
+    model.load_state_dict(ref.state_dict())
+    x = torch.randn(4, 2, 3)
+    ep = torch.export.export(model, (x,))
+    if backend == "triton":
+        assert "fused_rnn.gated_scan" in str(ep.graph)
+    for a, b in zip(_flat(ep.module()(x)), _flat(ref(x)), strict=True):
+        assert rel_err(a, b) <= TOL["fp32"]["fwd"]
+    traced = torch.jit.trace(model, torch.randn(3, 2, 3), check_trace=False)
+    x = torch.randn(6, 5, 3, requires_grad=True)
+    got, want = traced(x), ref(x)
+    for a, b in zip(_flat(got), _flat(want), strict=True):
+        assert rel_err(a, b) <= TOL["fp32"]["fwd"]
+    g = torch.autograd.grad(sum(t.sum() for t in _flat(got)), [x, *traced.parameters()])
+    w = torch.autograd.grad(sum(t.sum() for t in _flat(want)), [x, *ref.parameters()])
+    assert all(rel_err(a, b) <= TOL["fp32"]["bwd"] for a, b in zip(g, w, strict=True))
+    torch.jit.save(traced, tmp_path / "m.pt")
+    assert torch.equal(_flat(torch.jit.load(tmp_path / "m.pt")(x))[0], _flat(got)[0])
