@@ -1,11 +1,13 @@
 """`lstm_scan` and `gru_scan`: one LSTM / GRU layer and direction given its input half, on the fused kernels.
 
-The kernels (`kernels/gated_recurrent.py`, single-program mode: every gate's W_hh on chip for all T steps)
-run only when asked for with ``backend="triton"``, while they are proven in the interpreter but not yet by the
-compile gate or a GPU; ``"auto"`` and ``"torch"`` run `fused_rnn.reference.gated_scan_reference`. The
-backward is the matching kernel plus one GEMM for dW_hh over the stored gate values (deterministic, no
-atomics on weights). Per step the forward keeps h, LSTM's c, and four H-wide float32 gate values:
-(2 or 1) * T * B * H elements of the input dtype plus 4 * T * B * H float32.
+The kernels (`kernels/gated_recurrent.py`) run only when asked for with ``backend="triton"``, while they are
+proven in the interpreter and by the compile gate but not yet on a GPU; ``"auto"`` and ``"torch"`` run
+`fused_rnn.reference.gated_scan_reference`. Two modes (`gated_launch`): one program holding every gate's W_hh
+(small H), or the split mode, programs owning 16 hidden units each, meeting at a grid barrier between steps where
+the whole grid fits the card (`FUSED_RNN_GRID_BARRIER=1`), else one launch per step. The backward is the matching
+kernel plus one GEMM for dW_hh over the stored gate values (deterministic, no atomics on weights). Per step the
+forward keeps h, LSTM's c, and four H-wide float32 gate values: (2 or 1) * T * B * H elements of the input dtype
+plus 4 * T * B * H float32.
 """
 
 from __future__ import annotations
@@ -34,11 +36,123 @@ GATED_WARPS = {
 #: (tests/test_compile_gate.py checks this table against it); a card runs a BH whose entry fits its limit
 GATED_SHARED_BYTES = {
     (16, "half"): 12288, (32, "half"): 33792, (64, "half"): 82944,
-    (16, "ieee"): 23552, (32, "ieee"): 54272,
-    (16, "tf32"): 20480, (32, "tf32"): 54272, (64, "tf32"): 140288,
+    (16, "ieee"): 23552, (32, "ieee"): 56320,
+    (16, "tf32"): 20480, (32, "tf32"): 56320, (64, "tf32"): 144384,
 }  # fmt: skip
-#: the largest padded H of any gated build
+#: the largest padded H of a single-program build; past it (and where that build does not fit) the split mode runs
 MAX_BLOCK_H = 64
+#: Split mode: programs own GATED_BLOCK_N hidden units each, all gates of them (kernels/gated_recurrent.py).
+GATED_BLOCK_N = 16
+#: the padded H of every split build
+SPLIT_BLOCK_H = (64, 128, 256, 512, 1024)
+#: (backward, persistent, dot kind, BK) -> warps per program of the split kernels: the step kernels (persistent
+#: False) and the grid-barrier ones. Tensor-core dots cut their reduction into one slice per warp (split_k). Per
+#: entry the fewest instructions among the warp counts (4, 8, 16) that spill nowhere, on every card, cell and
+#: class the compile gate builds (NOTES 17); an entry missing has no spill-free build (float32 IEEE's persistent
+#: forward at BK 512 spills at every count), so that BK runs its step kernels only.
+GATED_SPLIT_WARPS = {
+    (False, False, "ieee", 64): 8,
+    (False, False, "ieee", 128): 16,
+    (False, False, "ieee", 256): 16,
+    (False, False, "ieee", 512): 16,
+    (False, False, "tf32", 64): 4,
+    (False, False, "tf32", 128): 8,
+    (False, False, "tf32", 256): 8,
+    (False, False, "tf32", 512): 8,
+    (False, False, "half", 128): 8,
+    (False, False, "half", 256): 8,
+    (False, False, "half", 512): 8,
+    (False, False, "half", 1024): 8,
+    (False, True, "ieee", 64): 8,
+    (False, True, "ieee", 128): 8,
+    (False, True, "tf32", 64): 4,
+    (False, True, "tf32", 128): 8,
+    (False, True, "tf32", 256): 8,
+    (False, True, "tf32", 512): 8,
+    (False, True, "half", 128): 8,
+    (False, True, "half", 256): 8,
+    (False, True, "half", 512): 8,
+    (False, True, "half", 1024): 8,
+    (True, False, "ieee", 64): 16,
+    (True, False, "ieee", 128): 8,
+    (True, False, "ieee", 256): 16,
+    (True, False, "ieee", 512): 8,
+    (True, False, "tf32", 64): 4,
+    (True, False, "tf32", 128): 8,
+    (True, False, "tf32", 256): 8,
+    (True, False, "tf32", 512): 16,
+    (True, False, "half", 128): 8,
+    (True, False, "half", 256): 8,
+    (True, False, "half", 512): 4,
+    (True, False, "half", 1024): 4,
+    (True, True, "ieee", 64): 8,
+    (True, True, "ieee", 128): 16,
+    (True, True, "ieee", 256): 16,
+    (True, True, "tf32", 64): 4,
+    (True, True, "tf32", 128): 8,
+    (True, True, "tf32", 256): 8,
+    (True, True, "tf32", 512): 8,
+    (True, True, "half", 128): 4,
+    (True, True, "half", 256): 8,
+    (True, True, "half", 512): 8,
+}  # fmt: skip
+#: The kernels (keys as GATED_WARPS's / GATED_SPLIT_WARPS's) launched with `maxnreg = max_registers(warps)`: left
+#: to its own cap ptxas spills 8-24 B of them in some class at every count; with the whole register file they
+#: build clean (NOTES 17).
+GATED_MAXNREG = {(False, "tf32", 32)}
+GATED_SPLIT_MAXNREG = {
+    (False, True, "half", 512),
+    (True, True, "ieee", 128),
+    (True, True, "ieee", 256),
+}  # fmt: skip
+#: GATED_SPLIT_WARPS's keys -> shared memory (bytes) of that kernel, the most the compile gate measured over
+#: cells, cards and classes: a card runs a split kernel whose entry fits its limit
+GATED_SPLIT_SHARED_BYTES = {
+    (False, False, "ieee", 64): 21504,
+    (False, False, "ieee", 128): 41984,
+    (False, False, "ieee", 256): 82944,
+    (False, False, "ieee", 512): 164864,
+    (False, False, "tf32", 64): 4096,
+    (False, False, "tf32", 128): 9216,
+    (False, False, "tf32", 256): 17408,
+    (False, False, "tf32", 512): 33792,
+    (False, False, "half", 128): 9216,
+    (False, False, "half", 256): 9216,
+    (False, False, "half", 512): 9216,
+    (False, False, "half", 1024): 17408,
+    (False, True, "ieee", 64): 21504,
+    (False, True, "ieee", 128): 41984,
+    (False, True, "tf32", 64): 20480,
+    (False, True, "tf32", 128): 41984,
+    (False, True, "tf32", 256): 82944,
+    (False, True, "tf32", 512): 164864,
+    (False, True, "half", 128): 25600,
+    (False, True, "half", 256): 41984,
+    (False, True, "half", 512): 74752,
+    (False, True, "half", 1024): 148480,
+    (True, False, "ieee", 64): 9216,
+    (True, False, "ieee", 128): 17408,
+    (True, False, "ieee", 256): 33792,
+    (True, False, "ieee", 512): 33792,
+    (True, False, "tf32", 64): 4096,
+    (True, False, "tf32", 128): 9216,
+    (True, False, "tf32", 256): 17408,
+    (True, False, "tf32", 512): 17408,
+    (True, False, "half", 128): 9216,
+    (True, False, "half", 256): 17408,
+    (True, False, "half", 512): 17408,
+    (True, False, "half", 1024): 17408,
+    (True, True, "ieee", 64): 21504,
+    (True, True, "ieee", 128): 41984,
+    (True, True, "ieee", 256): 82944,
+    (True, True, "tf32", 64): 20480,
+    (True, True, "tf32", 128): 41984,
+    (True, True, "tf32", 256): 74752,
+    (True, True, "tf32", 512): 148480,
+    (True, True, "half", 128): 25600,
+    (True, True, "half", 256): 50176,
+    (True, True, "half", 512): 99328,
+}  # fmt: skip
 
 
 def _kind(dtype: torch.dtype, prec: str) -> str:
@@ -46,13 +160,13 @@ def _kind(dtype: torch.dtype, prec: str) -> str:
 
 
 def gated_warps(backward: bool, dtype: torch.dtype, prec: str, block_h: int) -> int:
-    """Warps per program of the forward or backward gated kernel for this dtype, dot precision and BH."""
+    """Warps per program of the single-program forward or backward gated kernel for this dtype, precision and BH."""
     return GATED_WARPS[backward, _kind(dtype, prec), block_h]
 
 
-def _fits(capability: tuple[int, int] | None, dtype: torch.dtype, prec: str, block_h: int) -> bool:
-    """Whether the gate built this (dtype, precision, BH) spill-free and it fits the card's shared memory (a card
-    outside the gate's table gets the smallest limit, as the Elman dispatcher does)."""
+def _single_fits(capability: tuple[int, int] | None, dtype: torch.dtype, prec: str, block_h: int) -> bool:
+    """Whether the gate built this single-program (dtype, precision, BH) spill-free and it fits the card's shared
+    memory (a card outside the gate's table gets the smallest limit, as the Elman dispatcher does)."""
     from .dispatch import smem_limit
 
     key = (block_h, _kind(dtype, prec))
@@ -60,23 +174,69 @@ def _fits(capability: tuple[int, int] | None, dtype: torch.dtype, prec: str, blo
     return built and GATED_SHARED_BYTES.get(key, 1 << 40) <= smem_limit(capability)
 
 
-def all_gated_configs() -> list[tuple[tuple[int, int], torch.dtype, str, int]]:
-    """(capability, dtype, dot precision, BH) of every gated kernel build the runtime can launch."""
+def _split_fits(
+    capability: tuple[int, int] | None, dtype: torch.dtype, prec: str, block_h: int, backward: bool, persistent: bool
+) -> bool:
+    """As `_single_fits`, for one split kernel: the forward or backward, step or persistent (grid-barrier) one."""
+    from .dispatch import smem_limit
+
+    key = (backward, persistent, _kind(dtype, prec), block_h)
+    return key in GATED_SPLIT_WARPS and GATED_SPLIT_SHARED_BYTES.get(key, 1 << 40) <= smem_limit(capability)
+
+
+def gated_launch(
+    H: int, dtype: torch.dtype, prec: str, capability: tuple[int, int] | None, backward: bool = False
+) -> launch.GatedLaunch | None:
+    """The forward's (or `backward`'s) launch for hidden size H: one program where both directions' builds fit the
+    card, else the split mode where both directions' step kernels do, with this direction's persistent
+    (grid-barrier) kernel where it built clean and fits (num_warps_persistent 0 where not); None when neither
+    mode fits. `capability` None: the interpreter, which takes sm_90's table."""
+    bh = _block_h(H)
+    kind = _kind(dtype, prec)
+    if bh <= MAX_BLOCK_H and _single_fits(capability, dtype, prec, bh):
+        maxnreg = ("step",) if (backward, kind, bh) in GATED_MAXNREG else ()
+        return launch.GatedLaunch("single", GATED_BLOCK_B, bh, prec, gated_warps(backward, dtype, prec, bh),
+                                  maxnreg=maxnreg)  # fmt: skip
+    if bh in SPLIT_BLOCK_H and all(_split_fits(capability, dtype, prec, bh, bwd, False) for bwd in (False, True)):
+        persistent = _split_fits(capability, dtype, prec, bh, backward, True)
+        maxnreg = tuple(name for name, pers in (("step", False), ("persistent", True))
+                        if (backward, pers, kind, bh) in GATED_SPLIT_MAXNREG and (persistent or not pers))  # fmt: skip
+        return launch.GatedLaunch(
+            "split", GATED_BLOCK_B, bh, prec, GATED_SPLIT_WARPS[backward, False, kind, bh], GATED_BLOCK_N,
+            GATED_SPLIT_WARPS[backward, True, kind, bh] if persistent else 0, split_k=kind != "ieee", maxnreg=maxnreg,
+        )  # fmt: skip
+    return None
+
+
+def all_gated_configs() -> list[tuple[tuple[int, int], torch.dtype, str, launch.GatedLaunch, launch.GatedLaunch]]:
+    """(capability, dtype, dot precision, forward launch, backward launch) of every gated build the runtime can
+    launch: what the compile gate builds."""
     from .dispatch import SMEM_LIMIT
 
-    precisions = {torch.float32: ("ieee", "tf32"), torch.float16: ("ieee",), torch.bfloat16: ("ieee",)}
-    return [
-        (cap, dtype, prec, bh)
-        for cap in SMEM_LIMIT
-        for dtype, precs in precisions.items()
-        for prec in precs
-        for bh in (16, 32, 64)
-        if _fits(cap, dtype, prec, bh)
-    ]
+    out = []
+    for cap in SMEM_LIMIT:
+        for dtype, prec in _PRECISIONS:
+            seen = set()
+            for bh in _SIZES:
+                fwd = gated_launch(bh, dtype, prec, cap)
+                if fwd is not None and fwd not in seen:
+                    seen.add(fwd)
+                    out.append((cap, dtype, prec, fwd, gated_launch(bh, dtype, prec, cap, backward=True)))
+    return out
+
+
+_PRECISIONS = ((torch.float32, "ieee"), (torch.float32, "tf32"), (torch.float16, "ieee"), (torch.bfloat16, "ieee"))
+_SIZES = tuple(sorted({16, 32, *SPLIT_BLOCK_H}))
+
+
+def max_hidden(dtype: torch.dtype, prec: str, capability: tuple[int, int] | None) -> int:
+    """The largest H the gated kernels take for (dtype, dot precision) on a card, 0 if none; every smaller H runs
+    too (tests/test_gated_scan.py checks there is no gap)."""
+    return max((bh for bh in _SIZES if gated_launch(bh, dtype, prec, capability) is not None), default=0)
 
 
 def _block_h(H: int) -> int:
-    return max(16, 1 << (H - 1).bit_length())
+    return max(16, 1 << (int(H) - 1).bit_length())
 
 
 def _dot_precision(dtype: torch.dtype) -> str:
@@ -97,32 +257,31 @@ def triton_reason(B: int, H: int, dtype: torch.dtype, device: torch.device) -> s
     if B * 4 * H >= 2**31:
         return f"B * 4H = {B * 4 * H} is over the kernels' limit of 2**31 - 1 elements per step"
     # under torch.compile no device property or precision setting is read: sm_90's table and the widest
-    # precision; the op itself raises at run time for what its kernels then cannot take (`_kernel_args`)
+    # precision; the op itself raises at run time for what its kernels then cannot take (`_kernel_launch`)
     compiling = torch.compiler.is_compiling()
     capability = (None if compiling else launch.device_key(device)[0]) or DEFAULT_CAPABILITY
     if tuple(capability) < MIN_CAPABILITY:
         return f"sm_{capability[0]}{capability[1]} is older than sm_{MIN_CAPABILITY[0]}{MIN_CAPABILITY[1]}"
     prec = "tf32" if compiling and dtype == torch.float32 else _dot_precision(dtype)
-    bh = _block_h(H)
-    if bh > MAX_BLOCK_H or not _fits(capability, dtype, prec, bh):
-        largest = max((b for b in (16, 32, 64) if _fits(capability, dtype, prec, b)), default=0)
+    if gated_launch(H, dtype, prec, capability) is None:
         return (
-            f"H = {H} is over the single-program gated kernels' limit of {largest} for {dtype} "
+            f"H = {H} is over the gated kernels' limit of {max_hidden(dtype, prec, capability)} for {dtype} "
             f"({prec} dots) on sm_{capability[0]}{capability[1]}"
         )
     return None
 
 
-def _kernel_args(u: torch.Tensor, H: int, backward: bool) -> tuple[int, int, str, int]:
-    """Block rows, padded H, the dot precision and warps: from shapes and the matmul precision, no device read."""
-    bh, prec = _block_h(H), _dot_precision(u.dtype)
-    capability = launch.device_key(u.device)[0]  # inside the op: read at run time, also under torch.compile
-    if (backward, _kind(u.dtype, prec), bh) not in GATED_WARPS or not _fits(capability, u.dtype, prec, bh):
+def _kernel_launch(u: torch.Tensor, H: int, backward: bool) -> launch.GatedLaunch:
+    """The launch of the forward or backward kernels: from shapes, the matmul precision and the card, read at run
+    time inside the op (also under torch.compile)."""
+    prec = _dot_precision(u.dtype)
+    cfg = gated_launch(H, u.dtype, prec, launch.device_key(u.device)[0], backward)
+    if cfg is None:
         raise ValueError(
             f"no gated kernel build for H = {H} with {u.dtype} ({prec} dots) on this card; allow TF32 "
             "(torch.set_float32_matmul_precision('high')) where that helps, or use backend='torch'"
         )
-    return GATED_BLOCK_B, bh, prec, gated_warps(backward, u.dtype, prec, bh)
+    return cfg
 
 
 @torch.library.custom_op(
@@ -141,15 +300,14 @@ def _gated_scan(cell, u, w_hh, b_hn, h0, c0, lengths, reverse):
         return (u.new_empty(T, B, H), u.new_empty((T, B, H) if lstm else (0,)),
                 u.new_empty(T, B, 4 * H, dtype=torch.float32), h0.clone(),
                 c0.clone() if lstm else u.new_empty(0))  # fmt: skip
-    bb, bh, prec, warps = _kernel_args(u, H, False)
+    cfg = _kernel_launch(u, H, False)
     if cell == 1 and b_hn is None:  # the kernel reads b_hn (GRU) and c0 (LSTM): zeros, never a stand-in
         b_hn = u.new_zeros(H)
     if cell == 0 and c0 is None:
         c0 = torch.zeros_like(h0)
     return launch.gated_forward(
         cell, u.contiguous(), w_hh.contiguous(), None if b_hn is None else b_hn.contiguous(), h0.contiguous(),
-        None if c0 is None else c0.contiguous(), None if lengths is None else lengths.contiguous(), reverse,
-        bb, bh, prec, warps,
+        None if c0 is None else c0.contiguous(), None if lengths is None else lengths.contiguous(), reverse, cfg,
     )  # fmt: skip
 
 
@@ -176,7 +334,7 @@ def _gated_scan_backward(cell, w_hh, hs, cs, gates, h0, c0, dhs, dhn, dcn, lengt
         dh0 = hs.new_zeros(B, H) if dhn is None else dhn.clone()
         dc0 = (hs.new_zeros(B, H) if dcn is None else dcn.clone()) if cell == 0 else hs.new_empty(0)
         return hs.new_zeros(T, B, 4 * H, dtype=torch.float32), dh0, dc0
-    bb, bh, prec, warps = _kernel_args(hs, H, True)
+    cfg = _kernel_launch(hs, H, True)
     if cell == 0 and c0 is None:
         c0 = torch.zeros_like(h0)
 
@@ -185,8 +343,7 @@ def _gated_scan_backward(cell, w_hh, hs, cs, gates, h0, c0, dhs, dhn, dcn, lengt
 
     return launch.gated_backward(
         cell, w_hh.contiguous(), hs.contiguous(), cs.contiguous() if cell == 0 else None, gates.contiguous(),
-        h0.contiguous(), c(c0), c(dhs), c(dhn), c(dcn) if cell == 0 else None, c(lengths), reverse, bb, bh, prec,
-        warps,
+        h0.contiguous(), c(c0), c(dhs), c(dhn), c(dcn) if cell == 0 else None, c(lengths), reverse, cfg,
     )  # fmt: skip
 
 
@@ -356,6 +513,21 @@ def limits_table() -> str:
     lines = ["| | " + " | ".join(f"sm_{a}{b}" for a, b in caps) + " |", "|---" * (len(caps) + 1) + "|"]
     for kind, label in kinds.items():
         dtype, prec = dtype_of[kind]
-        cells = [str(max((b for b in (16, 32, 64) if _fits(c, dtype, prec, b)), default="—")) for c in caps]
-        lines.append(f"| {label} | " + " | ".join(f"H ≤ {c}" for c in cells) + " |")
+        cells = []
+        for cap in caps:
+            cfgs = {b: gated_launch(b, dtype, prec, cap) for b in _SIZES}
+            top = max((b for b, c in cfgs.items() if c is not None), default=0)
+            single = max((b for b, c in cfgs.items() if c is not None and c.mode == "single"), default=0)
+            barrier = max((b for b, c in cfgs.items() if c is not None and c.num_warps_persistent), default=0)
+            back = max((b for b in _SIZES if (c := gated_launch(b, dtype, prec, cap, True)) and c.num_warps_persistent),
+                       default=0)  # fmt: skip
+            barrier_text = (
+                f"grid barrier ≤ {barrier}"
+                if back == barrier
+                else f"grid barrier ≤ {barrier} forward, ≤ {back} backward"
+            )
+            parts = [f"one program ≤ {single}" if single else "", barrier_text if barrier else ""]
+            parts = "; ".join(p for p in parts if p)
+            cells.append(f"H ≤ {top} ({parts})" if top else "—")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -11,10 +11,11 @@ import ctypes
 import functools
 import os
 import warnings
+from dataclasses import dataclass
 
 import torch
 
-from .dispatch import KernelConfig
+from .dispatch import KernelConfig, max_registers
 
 try:
     import triton
@@ -308,6 +309,39 @@ def backward(
     return da, dh0
 
 
+@dataclass(frozen=True)
+class GatedLaunch:
+    """How the LSTM / GRU kernels run one (dtype, dot precision, padded H) (`fused_rnn.gated_ops.gated_launch`).
+
+    mode "single": one program per BB rows holds every gate's W_hh ([block_h, block_h] each), `num_warps`.
+    mode "split": programs own `block_n` hidden units each (grid (cdiv(B, BB), cdiv(H, block_n))); the step
+    kernels run `num_warps`, the persistent (grid-barrier) ones `num_warps_persistent` (0: no persistent build
+    fits this card); with `split_k` a tensor-core dot cuts its reduction into one slice per warp
+    (`kernels.utils.dot_split_k`).
+    """
+
+    mode: str
+    block_b: int
+    block_h: int
+    dot_precision: str
+    num_warps: int
+    block_n: int = 0
+    num_warps_persistent: int = 0
+    split_k: bool = False
+    #: the kernel may use the whole register file (`maxnreg`): "step" (the step or single-program kernel),
+    #: "persistent", both or neither, as the gate's tables say
+    maxnreg: tuple[str, ...] = ()
+
+    def warps(self, persistent: bool) -> dict:
+        """num_warps (and SK of the split kernels, maxnreg where set) of the step / single kernel or of the
+        persistent one."""
+        w = self.num_warps_persistent if persistent else self.num_warps
+        out = {"num_warps": w} if self.mode == "single" else {"num_warps": w, "SK": w if self.split_k else 1}
+        if ("persistent" if persistent else "step") in self.maxnreg:
+            out["maxnreg"] = max_registers(w)
+        return out
+
+
 def gated_forward(
     cell: int,
     u: torch.Tensor,
@@ -317,13 +351,10 @@ def gated_forward(
     c0: torch.Tensor | None,
     lengths: torch.Tensor | None,
     reverse: bool,
-    block_b: int,
-    block_h: int,
-    dot_precision: str,
-    num_warps: int = 4,
+    cfg: GatedLaunch,
 ) -> tuple[torch.Tensor, ...]:
-    """LSTM (cell 0) or GRU (cell 1), single program: hs, cs (LSTM; else an empty tensor), gates (T, B, 4H)
-    float32, h_n, c_n (LSTM; else empty). T >= 1 and B >= 1; every tensor contiguous."""
+    """LSTM (cell 0) or GRU (cell 1): hs, cs (LSTM; else an empty tensor), gates (T, B, 4H) float32, h_n, c_n
+    (LSTM; else empty). T >= 1 and B >= 1; every tensor contiguous."""
     GATED_CALLS["forward"] += 1
     T, B, _ = u.shape
     H = h0.shape[1]
@@ -335,14 +366,26 @@ def gated_forward(
         gates.fill_(float("nan"))
     hn = _empty(h0)
     cn = _empty(h0) if lstm else u.new_empty(0)
+    # pointers a kernel never reads for this cell or without lengths
+    args = (u, weight, h0 if b_hn is None else b_hn, h0, h0 if c0 is None else c0, h0 if lengths is None else lengths,
+            hs, hs if not lstm else cs, gates, hn, hn if not lstm else cn)  # fmt: skip
+    meta = dict(BB=cfg.block_b, DOT_PRECISION=cfg.dot_precision, CELL=cell, REVERSE=reverse,
+                HAS_LENGTHS=lengths is not None)  # fmt: skip
+    n_b = triton.cdiv(B, cfg.block_b)
     with _guard(u.device):
-        K.gated_recurrent_fwd_kernel[(triton.cdiv(B, block_b),)](
-            u, weight, h0 if b_hn is None else b_hn, h0, h0 if c0 is None else c0,
-            h0 if lengths is None else lengths, hs, hs if cs.numel() == 0 else cs, gates, hn,
-            hn if cn.numel() == 0 else cn, T, B, H,
-            BB=block_b, BH=block_h, DOT_PRECISION=dot_precision, CELL=cell, REVERSE=reverse,
-            HAS_LENGTHS=lengths is not None, num_warps=num_warps,
-        )  # fmt: skip
+        if cfg.mode == "single":
+            K.gated_recurrent_fwd_kernel[(n_b,)](*args, T, B, H, BH=cfg.block_h, **meta, **cfg.warps(False))
+            return hs, cs, gates, hn, cn
+        grid = (n_b, triton.cdiv(H, cfg.block_n))
+        meta.update(BK=cfg.block_h, BN=cfg.block_n)
+        if cfg.num_warps_persistent and _persistent_wanted(u.device):
+            count = torch.zeros(n_b, dtype=torch.int32, device=u.device)
+            kw = dict(meta, **cfg.warps(True), launch_cooperative_grid=True)
+            if _launch_persistent(K.gated_split_fwd_kernel, grid, (*args, count, T, B, H), kw, u.device):
+                return hs, cs, gates, hn, cn
+        state = torch.empty(2, B, H, dtype=torch.float32, device=u.device)
+        meta.update(cfg.warps(False))
+        _launch_steps(K.gated_split_fwd_step_kernel, grid, (*args, state, 0, T, B, H), meta, T)
     return hs, cs, gates, hn, cn
 
 
@@ -359,10 +402,7 @@ def gated_backward(
     dcn: torch.Tensor | None,
     lengths: torch.Tensor | None,
     reverse: bool,
-    block_b: int,
-    block_h: int,
-    dot_precision: str,
-    num_warps: int = 4,
+    cfg: GatedLaunch,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """da (T, B, 4H) float32 (see kernels/gated_recurrent.py), d h0 and d c0 (LSTM; else empty), in hs's dtype."""
     GATED_CALLS["backward"] += 1
@@ -372,13 +412,26 @@ def gated_backward(
         da.fill_(float("nan"))
     dh0 = _empty(hs, (B, H))
     dc0 = _empty(hs, (B, H)) if cell == 0 else hs.new_empty(0)
+    head = (weight, hs, hs if cs is None else cs, gates, h0, h0 if c0 is None else c0, hs if dhs is None else dhs,
+            hs if dhn is None else dhn, hs if dcn is None else dcn, hs if lengths is None else lengths)  # fmt: skip
+    tail = (da, dh0, dh0 if dc0.numel() == 0 else dc0)
+    meta = dict(BB=cfg.block_b, DOT_PRECISION=cfg.dot_precision, CELL=cell, REVERSE=reverse,
+                HAS_LENGTHS=lengths is not None, HAS_DHS=dhs is not None, HAS_DHN=dhn is not None,
+                HAS_DCN=dcn is not None)  # fmt: skip
+    n_b = triton.cdiv(B, cfg.block_b)
     with _guard(hs.device):
-        K.gated_recurrent_bwd_kernel[(triton.cdiv(B, block_b),)](
-            weight, hs, hs if cs is None else cs, gates, h0, h0 if c0 is None else c0,
-            hs if dhs is None else dhs, hs if dhn is None else dhn, hs if dcn is None else dcn,
-            hs if lengths is None else lengths, da, dh0, dh0 if dc0.numel() == 0 else dc0, T, B, H,
-            BB=block_b, BH=block_h, DOT_PRECISION=dot_precision, CELL=cell, REVERSE=reverse,
-            HAS_LENGTHS=lengths is not None, HAS_DHS=dhs is not None, HAS_DHN=dhn is not None,
-            HAS_DCN=dcn is not None, num_warps=num_warps,
-        )  # fmt: skip
+        if cfg.mode == "single":
+            K.gated_recurrent_bwd_kernel[(n_b,)](*head, *tail, T, B, H, BH=cfg.block_h, **meta, **cfg.warps(False))
+            return da, dh0, dc0
+        grid = (n_b, triton.cdiv(H, cfg.block_n))
+        meta.update(BK=cfg.block_h, BN=cfg.block_n)
+        if cfg.num_warps_persistent and _persistent_wanted(hs.device):
+            count = torch.zeros(n_b, dtype=torch.int32, device=hs.device)
+            kw = dict(meta, **cfg.warps(True), launch_cooperative_grid=True)
+            if _launch_persistent(K.gated_split_bwd_kernel, grid, (*head, *tail, count, T, B, H), kw, hs.device):
+                return da, dh0, dc0
+        state = torch.empty(2, B, H, dtype=torch.float32, device=hs.device)
+        meta.update(cfg.warps(False))
+        # launch i finishes backward step i - 1 and runs step i
+        _launch_steps(K.gated_split_bwd_step_kernel, grid, (*head, state, *tail, 0, T, B, H), meta, T + 1)
     return da, dh0, dc0

@@ -1,7 +1,14 @@
 """Triton kernels of fused_rnn (installed as ``fused_rnn.kernels``). Only ``@triton.jit`` code lives here."""
 
 from .fused_recurrent import fused_recurrent_bwd_kernel, fused_recurrent_fwd_kernel
-from .gated_recurrent import gated_recurrent_bwd_kernel, gated_recurrent_fwd_kernel
+from .gated_recurrent import (
+    gated_recurrent_bwd_kernel,
+    gated_recurrent_fwd_kernel,
+    gated_split_bwd_kernel,
+    gated_split_bwd_step_kernel,
+    gated_split_fwd_kernel,
+    gated_split_fwd_step_kernel,
+)
 from .generate import generate_draw_step_kernel, generate_kernel
 from .split_recurrent import (
     split_recurrent_bwd_kernel,
@@ -19,6 +26,10 @@ __all__ = [
     "split_recurrent_bwd_step_kernel",
     "gated_recurrent_fwd_kernel",
     "gated_recurrent_bwd_kernel",
+    "gated_split_fwd_kernel",
+    "gated_split_fwd_step_kernel",
+    "gated_split_bwd_kernel",
+    "gated_split_bwd_step_kernel",
     "generate_kernel",
     "generate_draw_step_kernel",
 ]

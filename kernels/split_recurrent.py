@@ -66,6 +66,14 @@ def _rows(p, i_b, B, H, BB: tl.constexpr, BK: tl.constexpr):
 
 
 @triton.jit
+def _slab_rows(p, i_b, k0, B, H, stride, BB: tl.constexpr, BK: tl.constexpr):
+    """As `_rows`, for columns k0 .. k0 + BK of a (B, H) slab whose rows lie `stride` elements apart (one gate's
+    slot of a (B, 4H) buffer)."""
+    p_rows = tl.make_block_ptr(p, (B, H), (stride, 1), (i_b * BB, k0), (BB, BK), (1, 0))
+    return tl.load(p_rows, boundary_check=(0, 1), padding_option="zero", cache_modifier=".cg")
+
+
+@triton.jit
 def _valid(s, lengths, o_b, m_b, BB: tl.constexpr, HAS_LENGTHS: tl.constexpr):
     """[BB, 1]: which rows run step s (all of them without lengths)."""
     if HAS_LENGTHS:

@@ -106,6 +106,23 @@ ARGS = {
         "w:in hs:new cs:new gates:gates h0:in c0:in dhs:in dhn:in dcn:in lengths:lengths da:gates dh0:new dc0:new "
         "T:step B:B H:H"
     ),
+    # their split mode: "state" the launcher's float32 (2, B, H) scratch of the step kernels
+    "gated_split_fwd_kernel": (
+        "u:in w:in b_hn:in h0:in c0:in lengths:lengths hs:new cs:new gates:gates hn:new cn:new count:count T:step B:B "
+        "H:H"
+    ),
+    "gated_split_fwd_step_kernel": (
+        "u:in w:in b_hn:in h0:in c0:in lengths:lengths hs:new cs:new gates:gates hn:new cn:new state:state i:step "
+        "T:step B:B H:H"
+    ),
+    "gated_split_bwd_kernel": (
+        "w:in hs:new cs:new gates:gates h0:in c0:in dhs:in dhn:in dcn:in lengths:lengths da:gates dh0:new dc0:new "
+        "count:count T:step B:B H:H"
+    ),
+    "gated_split_bwd_step_kernel": (
+        "w:in hs:new cs:new gates:gates h0:in c0:in dhs:in dhn:in dcn:in lengths:lengths state:state da:gates "
+        "dh0:new dc0:new i:step T:step B:B H:H"
+    ),
     # generation (fused_rnn/generate.py): "seed" the (1,) int64 seed, "tokens" the int64 tokens, "logp" the
     # float32 log-probabilities (with RETURN_LOGP; else the tokens), "float" 1 / temperature, "V" V
     "generate_kernel": (
@@ -140,12 +157,23 @@ KERNELS = {
     ),
 }
 #: The LSTM / GRU kernels (mode "gated"): every config of `fused_rnn.gated_ops.all_gated_configs`, both cells,
-#: per-row lengths and reverse on (and every gradient input in the backward), in `GATED_SPECS`.
-GATED_KERNELS = ("gated_recurrent_fwd_kernel", "gated_recurrent_bwd_kernel")
+#: per-row lengths and reverse on (and every gradient input in the backward), in `GATED_SPECS`; by launch mode.
+GATED_KERNELS = {
+    "single": ("gated_recurrent_fwd_kernel", "gated_recurrent_bwd_kernel"),
+    "split": (
+        "gated_split_fwd_kernel",
+        "gated_split_fwd_step_kernel",
+        "gated_split_bwd_kernel",
+        "gated_split_bwd_step_kernel",
+    ),
+}
 GATED_SPECS = ("b16.h16.aligned", "b.h.misaligned", "b1.h16.misaligned")
-LOOPING = {"fused_recurrent_fwd_kernel", "fused_recurrent_bwd_kernel", "generate_kernel", *GATED_KERNELS} | {
+LOOPING = {"fused_recurrent_fwd_kernel", "fused_recurrent_bwd_kernel", "generate_kernel"} | {
     "split_recurrent_fwd_kernel",
     "split_recurrent_bwd_kernel",
+    *GATED_KERNELS["single"],
+    "gated_split_fwd_kernel",
+    "gated_split_bwd_kernel",
 }
 
 FEATURES = {
@@ -202,7 +230,7 @@ def _args(kernel: str, dtype, B: int, H: int, aligned: bool, flags: dict, V: int
             out.append(tensor(torch.float32 if flags["RETURN_LOGP"] else torch.int64, False))
         elif role == "count":
             out.append(tensor(torch.int32, False))
-        elif role == "gates":
+        elif role in ("gates", "state"):
             out.append(tensor(torch.float32, False))
         elif role == "lengths":
             alias = LENGTHS_ALIAS["bwd" if "bwd" in kernel else "fwd"]
@@ -280,35 +308,40 @@ def _families(quick: bool = False) -> list[dict]:
     return sorted(jobs, key=lambda j: -j["block_h"] * (2 if j["dtype"] == "fp32" else 1))
 
 
-def _gated_families() -> list[dict]:
-    """The LSTM / GRU kernels' jobs: every (dtype, precision, BH) config, both cells, on every card group."""
-    from fused_rnn.gated_ops import GATED_BLOCK_B, all_gated_configs
+def _gated_families(specs_of: tuple[str, ...] = GATED_SPECS) -> list[dict]:
+    """The LSTM / GRU kernels' jobs: every launch of `all_gated_configs` (forward and backward), both cells, on
+    every card group; the split mode's step and persistent kernels with their own warps."""
+    from fused_rnn.gated_ops import all_gated_configs
 
     configs: dict = {}
-    for cap, dtype, prec, bh in all_gated_configs():
-        configs.setdefault((str(dtype), dtype, prec, bh), []).append(cap[0] * 10 + cap[1])
-    from fused_rnn.gated_ops import gated_warps
-
+    for cap, dtype, prec, fwd, bwd in all_gated_configs():
+        configs.setdefault((str(dtype), prec, fwd, bwd), []).append(cap[0] * 10 + cap[1])
     jobs = []
-    for (dtype, torch_dtype, prec, bh), ccs in configs.items():
+    for (dtype, prec, fwd, bwd_cfg), ccs in configs.items():
         groups = [sorted(c for c in ccs if c in SAME_PTX)] + [[c] for c in sorted(ccs) if c not in SAME_PTX]
-        for kernel in GATED_KERNELS:
+        for kernel in GATED_KERNELS[fwd.mode]:
             bwd = "bwd" in kernel
-            warps = gated_warps(bwd, torch_dtype, prec, bh)
+            cfg = bwd_cfg if bwd else fwd
+            persistent = fwd.mode == "split" and "step" not in kernel
+            if persistent and not cfg.num_warps_persistent:  # no persistent build fits this card
+                continue
+            opts = cfg.warps(persistent) | ({"launch_cooperative_grid": True} if persistent else {})
+            blocks = dict(BH=cfg.block_h) if fwd.mode == "single" else dict(BK=cfg.block_h, BN=cfg.block_n)
             for cell, name in ((0, "lstm"), (1, "gru")):
-                cex = dict(BB=GATED_BLOCK_B, BH=bh, DOT_PRECISION=prec, CELL=cell, REVERSE=True, HAS_LENGTHS=True)
+                cex = dict(BB=cfg.block_b, **blocks, DOT_PRECISION=prec, CELL=cell, REVERSE=True, HAS_LENGTHS=True)
                 if bwd:
                     cex.update(HAS_DHS=True, HAS_DHN=True, HAS_DCN=cell == 0)
-                all_specs = specs("single", bh)
-                for spec in GATED_SPECS:
+                all_specs = specs(fwd.mode, cfg.block_h)
+                for spec in specs_of:
                     B, H, aligned = all_specs[spec]
                     for group in (g for g in groups if g):
                         jobs.append(
                             dict(
                                 dtype=TRITON_DTYPE[dtype], torch_dtype=dtype, precision=prec, mode="gated",
-                                block_h=bh, block_n=bh, num_warps=warps, split_k=1, maxnreg=None, kernel=kernel,
-                                features=f"{name}-lengths-reverse", spec=spec, B=B, H=H, aligned=aligned,
-                                ccs=group, kwargs=dict(cex, num_warps=warps), verify=False,
+                                gated_mode=fwd.mode, block_h=cfg.block_h, block_n=cfg.block_n or cfg.block_h,
+                                num_warps=opts["num_warps"], split_k=opts.get("SK", 1), maxnreg=opts.get("maxnreg"),
+                                kernel=kernel, features=f"{name}-lengths-reverse", spec=spec, B=B, H=H, aligned=aligned,
+                                ccs=group, kwargs=dict(cex, **opts), verify=False,
                             )
                         )  # fmt: skip
     return jobs

@@ -401,21 +401,46 @@ def test_gate_arguments_follow_the_generation_launches(monkeypatch):
 
 
 def test_every_gated_config_was_built_for_every_card(gated_results):
-    """Every (card, dtype, precision, BH, warps) the runtime can launch, both kernels, both cells, every class."""
-    from fused_rnn.gated_ops import all_gated_configs, gated_warps
+    """Every (card, dtype, precision, mode, BH, warps) the runtime can launch, every kernel of the mode (the split
+    mode's step and persistent kernels with their own warps), both cells, every class."""
+    from fused_rnn.gated_ops import all_gated_configs
 
     built = {}
     for r in gated_results:
-        key = (r["capability"], r["dtype"], r["precision"], r["block_h"], r["kernel"], r["num_warps"])
+        key = (r["capability"], r["dtype"], r["precision"], r["gated_mode"], r["block_h"], r["kernel"], r["num_warps"],
+               r["split_k"], r["maxnreg"])  # fmt: skip
         built.setdefault(key, set()).add(r["variant"])
     want = {}
-    for cap, dtype, prec, bh in all_gated_configs():
-        for kernel in gate.GATED_KERNELS:
-            warps = gated_warps(kernel.endswith("bwd_kernel"), dtype, prec, bh)
-            want[(_cc(cap), DTYPE[str(dtype)], prec, bh, kernel, warps)] = {
-                f"{cell}-lengths-reverse:{spec}" for cell in ("lstm", "gru") for spec in gate.GATED_SPECS
-            }
+    for cap, dtype, prec, fwd, bwd in all_gated_configs():
+        for kernel in gate.GATED_KERNELS[fwd.mode]:
+            cfg = bwd if "bwd" in kernel else fwd
+            persistent = fwd.mode == "split" and "step" not in kernel
+            if persistent and not cfg.num_warps_persistent:
+                continue
+            opts = cfg.warps(persistent)
+            key = (_cc(cap), DTYPE[str(dtype)], prec, fwd.mode, fwd.block_h, kernel, opts["num_warps"],
+                   opts.get("SK", 1), opts.get("maxnreg"))  # fmt: skip
+            want[key] = {f"{cell}-lengths-reverse:{spec}" for cell in ("lstm", "gru") for spec in gate.GATED_SPECS}
     assert built == want
+
+
+def test_the_gated_split_mode_covers_the_issues_target_and_h_past_one_program():
+    """H = 768 bf16 (the GPU target) runs split on sm_90, its forward with a grid barrier; every H up to each
+    (card, dtype)'s limit runs, both directions in the same mode."""
+    import torch
+
+    from fused_rnn.dispatch import SMEM_LIMIT
+    from fused_rnn.gated_ops import _PRECISIONS, _SIZES, gated_launch, max_hidden
+
+    fwd, bwd = (gated_launch(768, torch.bfloat16, "ieee", (9, 0), backward) for backward in (False, True))
+    assert fwd.mode == bwd.mode == "split" and fwd.num_warps_persistent, fwd  # the grid barrier on an H100 / H200
+    for cap in SMEM_LIMIT:
+        for dtype, prec in _PRECISIONS:
+            top = max_hidden(dtype, prec, cap)
+            assert top >= 128, (cap, dtype, prec)  # past the single-program kernels' 64
+            for h in (h for h in _SIZES if h <= top):
+                fwd, bwd = (gated_launch(h, dtype, prec, cap, backward) for backward in (False, True))
+                assert fwd is not None and bwd is not None and fwd.mode == bwd.mode, (cap, dtype, prec, h)
 
 
 def test_gated_kernels_do_not_spill_and_fit_the_card(gated_results):
@@ -426,22 +451,29 @@ def test_gated_kernels_do_not_spill_and_fit_the_card(gated_results):
     assert not over, over
 
 
-def test_gated_shared_memory_table_is_the_gates(gated_results):
-    """`GATED_SHARED_BYTES` (which decides what fits each card) is the largest the gate measured per entry."""
-    from fused_rnn.gated_ops import GATED_SHARED_BYTES
+def test_gated_shared_memory_tables_are_the_gates(gated_results):
+    """`GATED_SHARED_BYTES` and `GATED_SPLIT_SHARED_BYTES` (which decide what fits each card) are the largest the
+    gate measured per entry, and every entry the runtime can launch was measured."""
+    from fused_rnn.gated_ops import GATED_SHARED_BYTES, GATED_SPLIT_SHARED_BYTES
 
-    measured: dict = {}
-    for r in gated_results:
-        key = (r["block_h"], _kind(r))
-        measured[key] = max(measured.get(key, 0), r["shared_bytes"])
-    assert measured == {k: v for k, v in GATED_SHARED_BYTES.items() if k in measured}
+    for mode, table in (("single", GATED_SHARED_BYTES), ("split", GATED_SPLIT_SHARED_BYTES)):
+        measured: dict = {}
+        for r in (r for r in gated_results if r["gated_mode"] == mode):
+            kernel = r["kernel"]
+            key = (("bwd" in kernel, "step" not in kernel, _kind(r), r["block_h"]) if mode == "split"
+                   else (r["block_h"], _kind(r)))  # fmt: skip
+            measured[key] = max(measured.get(key, 0), r["shared_bytes"])
+        assert measured == {k: v for k, v in table.items() if k in measured}, mode
 
 
 def test_gated_time_loop_and_tensor_cores(gated_results):
     for r in gated_results:
         loop = r["loop"]
-        # the step's stores and dots are in the loop (ptxas moves some fp32 builds' u loads out of LDG's count)
-        assert loop["scope"] == "time loop" and loop["STG"] >= 4 and loop["instructions"] > 100, _name(r)
+        if r["kernel"] in gate.LOOPING:
+            # the step's stores and dots are in the loop (ptxas moves some fp32 builds' u loads out of LDG's count)
+            assert loop["scope"] == "time loop" and loop["STG"] >= 4 and loop["instructions"] > 100, _name(r)
+        else:  # a split step kernel: one step per launch
+            assert loop["scope"] == "whole kernel (no time loop)" and loop["STG"] >= 4, _name(r)
         assert loop["HMMA"] + loop["HGMMA"] + loop["FFMA"] > 0, _name(r)
         if _kind(r) != "ieee":
             assert r["tensor_cores"] and loop["HMMA"] + loop["HGMMA"] > 0, _name(r)

@@ -9,9 +9,10 @@ from helpers import TOL, rel_err
 from torch import nn
 
 from fused_rnn import launch
-from fused_rnn.gated_ops import MAX_BLOCK_H, gru_scan, lstm_scan
+from fused_rnn.gated_ops import gated_launch, gru_scan, lstm_scan, max_hidden
 
-SHAPES = [(1, 1, 20), (63, 3, 20), (7, 17, 32), (5, 2, 1)]  # (T, B, H)
+#: (T, B, H): one program at H <= 32; H = 40 (float32 IEEE has no one-program build at BH 64) and 100 run split
+SHAPES = [(1, 1, 20), (63, 3, 20), (7, 17, 32), (5, 2, 1), (4, 1, 40), (9, 17, 100)]
 
 
 def _inputs(cell, T, B, H, device, dtype=torch.float64):
@@ -65,10 +66,16 @@ def test_kernels_match_float64_reference(cell, T, B, H, ragged, reverse, device,
         assert rel_err(a.grad, b.grad) <= TOL["fp32"]["bwd"], name
 
 
+def test_the_shapes_cover_both_modes():
+    modes = {(H, gated_launch(H, torch.float32, "ieee", None).mode) for _, _, H in SHAPES}
+    assert {(20, "single"), (40, "split"), (100, "split")} <= modes
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
-def test_half_precision_within_the_table(cell, dtype, device):
-    ref = _inputs(cell, 9, 5, 32, device)
+@pytest.mark.parametrize("H", [32, 100], ids=["single", "split"])
+def test_half_precision_within_the_table(cell, dtype, H, device):
+    ref = _inputs(cell, 9, 5, H, device)
     got_in = [x.to(dtype).requires_grad_() for x in ref]
     # the reference runs on the same rounded inputs, in float64
     ref_in = [x.to(dtype).double().requires_grad_() for x in ref]
@@ -143,6 +150,9 @@ def test_the_kernels_ran_and_auto_keeps_the_torch_path(device):
     assert launch.GATED_CALLS["forward"] == before["forward"] + 1
 
 
+_TOP = max_hidden(torch.float32, "ieee", None)  # the interpreter takes sm_90's table
+
+
 @pytest.mark.parametrize(
     "call, match",
     [
@@ -156,9 +166,9 @@ def test_the_kernels_ran_and_auto_keeps_the_torch_path(device):
          "weight_hh: expected torch.float32"),
         (lambda d: lstm_scan(torch.randn(3, 2, 8, device=d), torch.randn(8, 2, device=d), backend="cuda"),
          "backend: expected one of"),
-        (lambda d: lstm_scan(torch.randn(2, 1, 4 * (MAX_BLOCK_H + 1), device=d),
-                             torch.randn(4 * (MAX_BLOCK_H + 1), MAX_BLOCK_H + 1, device=d), backend="triton"),
-         "over the single-program gated kernels' limit"),
+        (lambda d: lstm_scan(torch.zeros(2, 1, 4 * (_TOP + 1), device=d),
+                             torch.zeros(4 * (_TOP + 1), _TOP + 1, device=d), backend="triton"),
+         "over the gated kernels' limit"),
         (lambda d: lstm_scan(torch.randn(2, 1, 8, device=d, dtype=torch.float64),
                              torch.randn(8, 2, device=d, dtype=torch.float64), backend="triton"),
          "float64 runs on the torch path"),
