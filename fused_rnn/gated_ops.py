@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from . import launch
+from .dispatch import dot_kind, dot_precision, padded
 from .ops import BACKENDS, _autocast_dtype, _check_lengths, _check_tensor, _valid_steps
 from .reference import gated_scan_reference
 
@@ -155,13 +156,9 @@ GATED_SPLIT_SHARED_BYTES = {
 }  # fmt: skip
 
 
-def _kind(dtype: torch.dtype, prec: str) -> str:
-    return prec if dtype == torch.float32 else "half"
-
-
 def gated_warps(backward: bool, dtype: torch.dtype, prec: str, block_h: int) -> int:
     """Warps per program of the single-program forward or backward gated kernel for this dtype, precision and BH."""
-    return GATED_WARPS[backward, _kind(dtype, prec), block_h]
+    return GATED_WARPS[backward, dot_kind(dtype, prec), block_h]
 
 
 def _single_fits(capability: tuple[int, int] | None, dtype: torch.dtype, prec: str, block_h: int) -> bool:
@@ -169,7 +166,7 @@ def _single_fits(capability: tuple[int, int] | None, dtype: torch.dtype, prec: s
     memory (a card outside the gate's table gets the smallest limit, as the Elman dispatcher does)."""
     from .dispatch import smem_limit
 
-    key = (block_h, _kind(dtype, prec))
+    key = (block_h, dot_kind(dtype, prec))
     built = all((bwd, key[1], block_h) in GATED_WARPS for bwd in (False, True))
     return built and GATED_SHARED_BYTES.get(key, 1 << 40) <= smem_limit(capability)
 
@@ -180,7 +177,7 @@ def _split_fits(
     """As `_single_fits`, for one split kernel: the forward or backward, step or persistent (grid-barrier) one."""
     from .dispatch import smem_limit
 
-    key = (backward, persistent, _kind(dtype, prec), block_h)
+    key = (backward, persistent, dot_kind(dtype, prec), block_h)
     return key in GATED_SPLIT_WARPS and GATED_SPLIT_SHARED_BYTES.get(key, 1 << 40) <= smem_limit(capability)
 
 
@@ -191,8 +188,8 @@ def gated_launch(
     card, else the split mode where both directions' step kernels do, with this direction's persistent
     (grid-barrier) kernel where it built clean and fits (num_warps_persistent 0 where not); None when neither
     mode fits. `capability` None: the interpreter, which takes sm_90's table."""
-    bh = _block_h(H)
-    kind = _kind(dtype, prec)
+    bh = padded(H)
+    kind = dot_kind(dtype, prec)
     if bh <= MAX_BLOCK_H and _single_fits(capability, dtype, prec, bh):
         maxnreg = ("step",) if (backward, kind, bh) in GATED_MAXNREG else ()
         return launch.GatedLaunch("single", GATED_BLOCK_B, bh, prec, gated_warps(backward, dtype, prec, bh),
@@ -231,18 +228,8 @@ _SIZES = tuple(sorted({16, 32, *SPLIT_BLOCK_H}))
 
 def max_hidden(dtype: torch.dtype, prec: str, capability: tuple[int, int] | None) -> int:
     """The largest H the gated kernels take for (dtype, dot precision) on a card, 0 if none; every smaller H runs
-    too (tests/test_gated_scan.py checks there is no gap)."""
+    too (tests/test_compile_gate.py checks there is no gap)."""
     return max((bh for bh in _SIZES if gated_launch(bh, dtype, prec, capability) is not None), default=0)
-
-
-def _block_h(H: int) -> int:
-    return max(16, 1 << (int(H) - 1).bit_length())
-
-
-def _dot_precision(dtype: torch.dtype) -> str:
-    if dtype != torch.float32:
-        return "ieee"
-    return "tf32" if torch.get_float32_matmul_precision() != "highest" else "ieee"
 
 
 def triton_reason(B: int, H: int, dtype: torch.dtype, device: torch.device) -> str | None:
@@ -262,7 +249,7 @@ def triton_reason(B: int, H: int, dtype: torch.dtype, device: torch.device) -> s
     capability = (None if compiling else launch.device_key(device)[0]) or DEFAULT_CAPABILITY
     if tuple(capability) < MIN_CAPABILITY:
         return f"sm_{capability[0]}{capability[1]} is older than sm_{MIN_CAPABILITY[0]}{MIN_CAPABILITY[1]}"
-    prec = "tf32" if compiling and dtype == torch.float32 else _dot_precision(dtype)
+    prec = dot_precision(dtype, "high" if compiling else torch.get_float32_matmul_precision())
     if gated_launch(H, dtype, prec, capability) is None:
         return (
             f"H = {H} is over the gated kernels' limit of {max_hidden(dtype, prec, capability)} for {dtype} "
@@ -274,7 +261,7 @@ def triton_reason(B: int, H: int, dtype: torch.dtype, device: torch.device) -> s
 def _kernel_launch(u: torch.Tensor, H: int, backward: bool) -> launch.GatedLaunch:
     """The launch of the forward or backward kernels: from shapes, the matmul precision and the card, read at run
     time inside the op (also under torch.compile)."""
-    prec = _dot_precision(u.dtype)
+    prec = dot_precision(u.dtype, torch.get_float32_matmul_precision())
     cfg = gated_launch(H, u.dtype, prec, launch.device_key(u.device)[0], backward)
     if cfg is None:
         raise ValueError(
